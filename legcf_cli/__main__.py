@@ -1,0 +1,3 @@
+from legcf_cli.app import main
+
+main()

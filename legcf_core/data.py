@@ -1,0 +1,262 @@
+"""Datasets: readers, validation, id maps, the validation split, CSR matrices.
+
+Two input layouts are accepted:
+
+* a directory holding ``train`` and ``test`` files, each either in LightGCN's
+  text format (``user item item ...`` per line, ``.txt``) or a CSV/TSV of
+  ``user,item`` pairs (``.csv`` / ``.tsv``), with or without a header;
+* a single CSV/TSV/LightGCN file, from which a seeded per-user test share is
+  held out.
+
+Raw ids must be non-negative integers; they are mapped to contiguous indices
+(users ``0..U-1``, items ``0..I-1``) over train and test together, so an item
+seen only in test still gets an index.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from legcf_core.errors import DataError
+
+PAIR_SUFFIXES = (".csv", ".tsv")
+TEXT_SUFFIXES = (".txt",)
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Mapped interactions of one dataset, split into train/valid/test."""
+
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    test: sp.csr_matrix
+    user_ids: np.ndarray  # raw id of each user index
+    item_ids: np.ndarray  # raw id of each item index
+
+    @property
+    def n_users(self) -> int:
+        return int(self.train.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.train.shape[1])
+
+    @property
+    def n_entities(self) -> int:
+        return self.n_users + self.n_items
+
+    def split(self, name: str) -> sp.csr_matrix:
+        if name not in ("train", "valid", "test"):
+            raise DataError(f"unknown split {name!r}; expected train, valid or test")
+        return getattr(self, name)
+
+
+def _parse_id(token: str, where: str) -> int:
+    try:
+        value = int(token)
+    except ValueError:
+        raise DataError(f"{where}: id {token!r} is not an integer") from None
+    if value < 0:
+        raise DataError(f"{where}: id {value} is negative; ids must be >= 0")
+    return value
+
+
+def read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``user item item ...`` lines into parallel (user, item) arrays."""
+    users: list[int] = []
+    items: list[int] = []
+    with _open_text(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            where = f"{path}:{lineno}"
+            user = _parse_id(tokens[0], where)
+            row = [_parse_id(tok, where) for tok in tokens[1:]]
+            users.extend([user] * len(row))
+            items.extend(row)
+    return np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+
+
+def read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a CSV/TSV of ``user,item[,...]`` rows; a non-numeric first row is a header."""
+    users: list[int] = []
+    items: list[int] = []
+    with _open_text(path) as handle:
+        first = True
+        delimiter = None
+        for lineno, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            if delimiter is None:
+                delimiter = "\t" if "\t" in line else ","
+            fields = [f.strip() for f in line.split(delimiter)]
+            where = f"{path}:{lineno}"
+            if len(fields) < 2:
+                raise DataError(f"{where}: expected 'user{delimiter}item', got {line!r}")
+            if first:
+                first = False
+                if not _looks_numeric(fields[0]) and not _looks_numeric(fields[1]):
+                    continue  # header row
+            users.append(_parse_id(fields[0], where))
+            items.append(_parse_id(fields[1], where))
+    return np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+
+
+def _looks_numeric(token: str) -> bool:
+    return token.lstrip("+-").replace(".", "", 1).isdigit()
+
+
+def _open_text(path: Path):
+    try:
+        return open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"dataset file {path} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{path} is a directory, expected a file") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one interaction file, choosing the reader from its suffix."""
+    if path.suffix.lower() in PAIR_SUFFIXES:
+        return read_pairs(path)
+    return read_lightgcn(path)
+
+
+def find_split_files(directory: Path) -> tuple[Path, Path]:
+    """Locate ``train.*`` and ``test.*`` inside a dataset directory."""
+    found = {}
+    for stem in ("train", "test"):
+        for suffix in TEXT_SUFFIXES + PAIR_SUFFIXES:
+            candidate = directory / f"{stem}{suffix}"
+            if candidate.is_file():
+                found[stem] = candidate
+                break
+    missing = [s for s in ("train", "test") if s not in found]
+    if missing:
+        raise DataError(
+            f"{directory} has no {' or '.join(missing)} file; "
+            "expected train.txt/test.txt (LightGCN format) or train.csv/test.csv"
+        )
+    return found["train"], found["test"]
+
+
+def dataset_files(path: Path) -> list[Path]:
+    """The files a dataset at ``path`` is read from (for checksums)."""
+    if path.is_dir():
+        return list(find_split_files(path))
+    if not path.exists():
+        raise DataError(f"dataset {path} does not exist")
+    return [path]
+
+
+def load_raw(
+    path: Path, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return raw (train_users, train_items, test_users, test_items)."""
+    if path.is_dir():
+        train_path, test_path = find_split_files(path)
+        tu, ti = read_file(train_path)
+        eu, ei = read_file(test_path)
+    else:
+        users, items = read_file(path) if path.exists() else _missing(path)
+        tu, ti, eu, ei = holdout_split(users, items, test_fraction, seed)
+    if tu.size == 0:
+        raise DataError(f"dataset {path} has no training interactions")
+    return tu, ti, eu, ei
+
+
+def _missing(path: Path):
+    raise DataError(f"dataset {path} does not exist")
+
+
+def holdout_split(
+    users: np.ndarray, items: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hold out ``floor(test_fraction * n_u)`` of each user's items (seeded)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test fraction must lie in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(users.size), users))
+    users, items = users[order], items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    counts = np.diff(np.r_[starts, users.size])
+    rank = np.arange(users.size) - np.repeat(starts, counts)
+    n_test = np.floor(test_fraction * counts).astype(np.int64)
+    is_test = rank < np.repeat(n_test, counts)
+    return users[~is_test], items[~is_test], users[is_test], items[is_test]
+
+
+def build_interactions(
+    train_users: np.ndarray,
+    train_items: np.ndarray,
+    test_users: np.ndarray,
+    test_items: np.ndarray,
+    seed: int,
+) -> Interactions:
+    """Map raw ids, build CSR matrices, draw the validation split."""
+    user_ids = np.unique(np.concatenate([train_users, test_users]))
+    item_ids = np.unique(np.concatenate([train_items, test_items]))
+    shape = (user_ids.size, item_ids.size)
+
+    def to_csr(users: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
+        rows = np.searchsorted(user_ids, users)
+        cols = np.searchsorted(item_ids, items)
+        return binary_csr(rows, cols, shape)
+
+    train = to_csr(train_users, train_items)
+    test = to_csr(test_users, test_items)
+    test = (test - test.multiply(train)).tocsr()  # a test pair seen in train is not held out
+    test.eliminate_zeros()
+    valid, test = split_validation(test, seed)
+    return Interactions(train, valid, test, user_ids, item_ids)
+
+
+def binary_csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A 0/1 float32 CSR matrix with sorted indices and duplicates merged."""
+    data = np.ones(rows.size, dtype=np.float32)
+    matrix = sp.csr_matrix((data, (rows, cols)), shape=shape)
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    matrix.sort_indices()
+    return matrix
+
+
+def split_validation(test: sp.csr_matrix, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The paper's protocol: ceil(1/3) of each user's test items go to validation."""
+    rng = np.random.default_rng(seed)
+    valid_rows, valid_cols, test_rows, test_cols = [], [], [], []
+    for user in range(test.shape[0]):
+        items = test.indices[test.indptr[user] : test.indptr[user + 1]]
+        if items.size == 0:
+            continue
+        shuffled = rng.permutation(items)
+        n_valid = math.ceil(items.size / 3)
+        valid_rows.append(np.full(n_valid, user))
+        valid_cols.append(shuffled[:n_valid])
+        test_rows.append(np.full(items.size - n_valid, user))
+        test_cols.append(shuffled[n_valid:])
+
+    def gather(rows: list, cols: list) -> sp.csr_matrix:
+        if not rows:
+            return sp.csr_matrix(test.shape, dtype=np.float32)
+        return binary_csr(np.concatenate(rows), np.concatenate(cols), test.shape)
+
+    return gather(valid_rows, valid_cols), gather(test_rows, test_cols)
+
+
+def load_dataset(path: Path, test_fraction: float = 0.2, seed: int = 2024) -> Interactions:
+    """Read, validate and split the dataset at ``path``."""
+    train_users, train_items, test_users, test_items = load_raw(path, test_fraction, seed)
+    data = build_interactions(train_users, train_items, test_users, test_items, seed)
+    if data.train.nnz == 0:
+        raise DataError(f"dataset {path} has no training interactions")
+    return data

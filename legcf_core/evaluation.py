@@ -1,0 +1,100 @@
+"""Full-ranking evaluation: Recall@K and NDCG@K over all items, in user blocks.
+
+For each evaluated user every item is scored, the user's training items are
+excluded, and the top max(K) are compared with the held-out items:
+
+    Recall@K = |top-K ∩ T_u| / |T_u|
+    NDCG@K   = sum_{r<K, top_r in T_u} 1/log2(r+2)  /  sum_{r<min(K,|T_u|)} 1/log2(r+2)
+
+Metrics are averaged over users with at least one held-out item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+DEFAULT_KS = (10, 20)
+
+
+def metric_names(ks: Sequence[int]) -> list[str]:
+    return [f"{name}@{k}" for k in ks for name in ("recall", "ndcg")]
+
+
+def pair_keys(matrix: sp.csr_matrix) -> np.ndarray:
+    """Sorted int64 keys row * n_cols + col of a CSR matrix's nonzeros (sorted indices)."""
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    return rows * matrix.shape[1] + matrix.indices.astype(np.int64)
+
+
+def hit_matrix(top_items: np.ndarray, truth_keys: np.ndarray, users: np.ndarray, n_items: int) -> np.ndarray:
+    """hits[b, r] = 1 if the r-th ranked item of users[b] is held out for that user."""
+    keys = users[:, None].astype(np.int64) * n_items + top_items
+    pos = np.searchsorted(truth_keys, keys)
+    pos = np.minimum(pos, truth_keys.size - 1)
+    return (truth_keys[pos] == keys).astype(np.float64)
+
+
+def metrics_from_hits(hits: np.ndarray, n_relevant: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per-user Recall@K and NDCG@K from a 0/1 hit matrix ranked best-first."""
+    discounts = 1.0 / np.log2(np.arange(hits.shape[1]) + 2.0)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        top = hits[:, :k]
+        out[f"recall@{k}"] = top.sum(axis=1) / n_relevant
+        dcg = (top * discounts[:k]).sum(axis=1)
+        ideal_len = np.minimum(n_relevant, k).astype(np.int64)
+        idcg = np.cumsum(discounts[:k])[ideal_len - 1]
+        out[f"ndcg@{k}"] = dcg / idcg
+    return out
+
+
+def rank_block(user_emb: torch.Tensor, item_emb: torch.Tensor, exclude: sp.csr_matrix, k: int) -> np.ndarray:
+    """Indices of the top-k items for a block of users, excluded items masked out."""
+    scores = user_emb @ item_emb.T
+    if exclude.nnz:
+        coo = exclude.tocoo()
+        rows = torch.from_numpy(coo.row.astype(np.int64)).to(scores.device)
+        cols = torch.from_numpy(coo.col.astype(np.int64)).to(scores.device)
+        scores[rows, cols] = -torch.inf
+    return torch.topk(scores, k, dim=1).indices.cpu().numpy()
+
+
+def evaluate(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    train: sp.csr_matrix,
+    truth: sp.csr_matrix,
+    ks: Sequence[int] = DEFAULT_KS,
+    block_users: int = 2048,
+    on_block: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Mean metrics over users with held-out items; ``on_block(n)`` reports progress."""
+    n_relevant_all = np.diff(truth.indptr)
+    users = np.flatnonzero(n_relevant_all > 0)
+    k_max = min(max(ks), item_emb.shape[0])
+    sums = {name: 0.0 for name in metric_names(ks)}
+    truth_keys = pair_keys(truth)
+    with torch.no_grad():
+        for start in range(0, users.size, block_users):
+            block = users[start : start + block_users]
+            index = torch.from_numpy(block).to(user_emb.device)
+            top = rank_block(user_emb.index_select(0, index), item_emb, train[block], k_max)
+            hits = hit_matrix(top, truth_keys, block, truth.shape[1])
+            if hits.shape[1] < max(ks):
+                hits = np.pad(hits, ((0, 0), (0, max(ks) - hits.shape[1])))
+            for name, values in metrics_from_hits(hits, n_relevant_all[block], ks).items():
+                sums[name] += float(values.sum())
+            if on_block is not None:
+                on_block(block.size)
+    result = {name: (total / users.size if users.size else 0.0) for name, total in sums.items()}
+    result["users"] = int(users.size)
+    return result
+
+
+def popularity_scores(train: sp.csr_matrix) -> np.ndarray:
+    """Item interaction counts: the popularity baseline's score for every user."""
+    return np.asarray(train.sum(axis=0), dtype=np.float32).ravel()

@@ -1,0 +1,106 @@
+"""Initial assignments: METIS communities as anchors (Section 3.4), or random."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pymetis
+import scipy.sparse as sp
+
+from legcf_core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Part index of every entity, with METIS's edge cut (-1 for random)."""
+
+    parts: np.ndarray
+    edge_cut: int
+
+
+def check_sizes(n_entities: int, codebook_size: int, per_entity: int) -> None:
+    """Reject c and t that cannot make a valid assignment."""
+    if codebook_size < 1:
+        raise ConfigError(f"codebook size c must be >= 1, got {codebook_size}")
+    if codebook_size > n_entities:
+        raise ConfigError(f"codebook size c={codebook_size} exceeds the number of entities N={n_entities}")
+    if per_entity < 1:
+        raise ConfigError(f"per-entity count t must be >= 1, got {per_entity}")
+    if per_entity > codebook_size:
+        raise ConfigError(f"per-entity count t={per_entity} exceeds codebook size c={codebook_size}")
+
+
+def metis_partition(adjacency: sp.csr_matrix, n_parts: int, seed: int) -> Partition:
+    """Partition the (symmetric) user-item graph into ``n_parts`` with METIS."""
+    if n_parts == 1:
+        return Partition(np.zeros(adjacency.shape[0], dtype=np.int64), 0)
+    options = pymetis.Options(seed=seed)
+    edge_cut, parts = pymetis.part_graph(
+        n_parts,
+        xadj=adjacency.indptr.astype(np.int64),
+        adjncy=adjacency.indices.astype(np.int64),
+        options=options,
+    )
+    return Partition(np.asarray(parts, dtype=np.int64), int(edge_cut))
+
+
+def random_partition(n_entities: int, n_parts: int, seed: int) -> Partition:
+    """Anchors drawn uniformly at random: the paper's ablation of METIS."""
+    rng = np.random.default_rng(seed)
+    return Partition(rng.integers(0, n_parts, size=n_entities, dtype=np.int64), -1)
+
+
+def initial_assignment(
+    anchors: np.ndarray, codebook_size: int, per_entity: int, anchor_weight: float, seed: int
+) -> sp.csr_matrix:
+    """S0 of Section 3.4: weight w* on the anchor, (1-w*)/(t-1) on t-1 other buckets.
+
+    The t-1 others are distinct (drawn without replacement) so every row has
+    exactly t nonzeros summing to 1; with t = 1 the anchor carries weight 1.
+    """
+    if not 0.0 < anchor_weight <= 1.0:
+        raise ConfigError(f"anchor weight w* must lie in (0, 1], got {anchor_weight}")
+    n = anchors.size
+    rng = np.random.default_rng(seed)
+    others = _distinct_others(anchors, codebook_size, per_entity - 1, rng)
+    columns = np.concatenate([anchors[:, None], others], axis=1)
+    weights = np.empty((n, per_entity), dtype=np.float32)
+    weights[:, 0] = anchor_weight if per_entity > 1 else 1.0
+    if per_entity > 1:
+        weights[:, 1:] = (1.0 - anchor_weight) / (per_entity - 1)
+    return rows_to_csr(columns, weights, codebook_size)
+
+
+def _distinct_others(anchors: np.ndarray, c: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k distinct buckets per row, none equal to the row's anchor."""
+    n = anchors.size
+    if k == 0:
+        return np.empty((n, 0), dtype=np.int64)
+    # Draw from {0..c-2} and shift past the anchor; redraw rows with repeats.
+    out = np.empty((n, k), dtype=np.int64)
+    pending = np.arange(n)
+    while pending.size:
+        draw = rng.integers(0, c - 1, size=(pending.size, k))
+        draw += draw >= anchors[pending, None]
+        sorted_draw = np.sort(draw, axis=1)
+        ok = (
+            np.all(sorted_draw[:, 1:] != sorted_draw[:, :-1], axis=1)
+            if k > 1
+            else np.ones(pending.size, bool)
+        )
+        out[pending[ok]] = draw[ok]
+        pending = pending[~ok]
+    return out
+
+
+def rows_to_csr(columns: np.ndarray, weights: np.ndarray, n_columns: int) -> sp.csr_matrix:
+    """An N x c CSR matrix from per-row column indices and weights (zeros dropped)."""
+    n, t = columns.shape
+    matrix = sp.csr_matrix(
+        (weights.ravel(), columns.ravel(), np.arange(0, n * t + 1, t)), shape=(n, n_columns)
+    )
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    return matrix.astype(np.float32)

@@ -1,0 +1,55 @@
+"""LightGCN propagation and its linear shortcut.
+
+LightGCN's output is linear in its input: H = (1/(L+1)) sum_l Ahat^l H0. In
+LEGCF H0 = [S; I] E_meta, so with S fixed H = P E_meta where
+
+    P = (1/(L+1)) sum_{l=0..L} Ahat'^l [S; I]          ((N+c) x c).
+
+P is built once per assignment update; a training step is then one dense
+product P E_meta and row gathers, instead of L sparse products per step.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+def to_torch_csr(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """A scipy CSR matrix as a torch sparse CSR tensor on ``device``."""
+    matrix = matrix.tocsr()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        tensor = torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr.astype(np.int64)),
+            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.data.astype(np.float32)),
+            size=matrix.shape,
+            check_invariants=False,
+        )
+    return tensor.to(device)
+
+
+def propagate(adjacency: torch.Tensor, x0: torch.Tensor, layers: int) -> torch.Tensor:
+    """Mean over layers 0..L of Ahat^l x0 (Eq. 7-8)."""
+    total = x0.clone()
+    x = x0
+    for _ in range(layers):
+        x = torch.sparse.mm(adjacency, x)
+        total += x
+    return total / (layers + 1)
+
+
+def stacked_input(assignment: sp.csr_matrix) -> sp.csr_matrix:
+    """[S; I]: maps the codebook to layer-0 embeddings of all N + c nodes (Eq. 6)."""
+    c = assignment.shape[1]
+    return sp.vstack([assignment, sp.identity(c, dtype=np.float32, format="csr")]).tocsr()
+
+
+def linear_operator(adjacency: torch.Tensor, assignment: sp.csr_matrix, layers: int) -> torch.Tensor:
+    """P = (1/(L+1)) sum_l Ahat'^l [S; I], dense, on the adjacency's device."""
+    x0 = torch.from_numpy(stacked_input(assignment).toarray()).to(adjacency.device)
+    return propagate(adjacency, x0, layers)

@@ -1,0 +1,283 @@
+"""BPR training of the codebook through the linear operator P, with early stopping.
+
+A batch holds ``batch_size`` training positives (u, i), each with
+``negatives`` items the user never interacted with (uniform, rejection
+sampled). The loss is
+
+    mean_{(u,i,j)} softplus(h_u.h_j - h_u.h_i)
+      + (lambda/2) mean_{(u,i)} (|e_u|^2 + |e_i|^2 + mean_j |e_j|^2)
+
+with h = rows of H = P E_meta and e = rows of the layer-0 embeddings S E_meta
+(Eq. 4). The L2 term is computed as (lambda/2B) tr(E^T W E) with the c x c
+matrix W = S^T diag(n) S, n the batch's entity counts, so it costs O(c^2 d)
+instead of composing every row of the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from legcf_core.errors import TrainingError
+from legcf_core.evaluation import evaluate
+from legcf_core.model import CodebookModel
+
+VALIDATION_METRIC = "ndcg@20"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimization settings shared by pretrain and refine."""
+
+    epochs: int = 100
+    batch_size: int = 65536
+    negatives: int = 5
+    lr: float = 0.1
+    l2: float = 1e-4
+    patience: int = 5
+    eval_every: int = 1
+    seed: int = 2024
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float
+    seconds: float
+    valid: dict[str, float] | None = None
+    updated: bool = False
+    kept_rows: int = 0
+
+
+@dataclass
+class TrainResult:
+    """The best state seen on validation and the history that led to it."""
+
+    best_codebook: torch.Tensor
+    best_assignment: sp.csr_matrix
+    best_valid: dict[str, float]
+    best_epoch: int
+    history: list[EpochLog] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+class NegativeSampler:
+    """Shuffled training positives in batches, each with sampled negatives."""
+
+    def __init__(self, train: sp.csr_matrix, negatives: int, seed: int) -> None:
+        self.n_items = train.shape[1]
+        self.users = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr))
+        self.items = train.indices.astype(np.int64)
+        self.keys = self.users * self.n_items + self.items  # sorted: CSR rows, sorted indices
+        self.negatives = negatives
+        self.rng = np.random.default_rng(seed)
+
+    def n_batches(self, batch_size: int) -> int:
+        return math.ceil(self.users.size / batch_size)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        order = self.rng.permutation(self.users.size)
+        for start in range(0, order.size, batch_size):
+            chosen = order[start : start + batch_size]
+            users, items = self.users[chosen], self.items[chosen]
+            yield users, items, self.sample_negatives(users)
+
+    def sample_negatives(self, users: np.ndarray) -> np.ndarray:
+        """Items each user has not interacted with in training, ``negatives`` per user."""
+        shape = (users.size, self.negatives)
+        negatives = self.rng.integers(0, self.n_items, size=shape)
+        pending = np.ones(shape, dtype=bool)
+        for _ in range(100):
+            pending = self.is_positive(users[:, None] * self.n_items + negatives)
+            if not pending.any():
+                break
+            negatives[pending] = self.rng.integers(0, self.n_items, size=int(pending.sum()))
+        return negatives
+
+    def is_positive(self, keys: np.ndarray) -> np.ndarray:
+        """Membership of user * n_items + item keys in the training set."""
+        flat = keys.ravel()
+        order = np.argsort(flat)  # sorted needles make searchsorted ~4x faster
+        found = np.empty(flat.size, dtype=bool)
+        pos = np.minimum(np.searchsorted(self.keys, flat[order]), self.keys.size - 1)
+        found[order] = self.keys[pos] == flat[order]
+        return found.reshape(keys.shape)
+
+
+class _BatchBPR(torch.autograd.Function):
+    """BPR loss of one batch from the rows of H, with a hand-written backward.
+
+    Autograd through three gathers and their slices allocates several
+    half-million-row zero tensors per step and scatters with index_add;
+    here the gradient rows are formed directly and summed per entity with a
+    single sparse CSR product.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
+        b, k = neg.shape
+        h_user, h_pos = h.index_select(0, users), h.index_select(0, pos)
+        h_neg = h.index_select(0, neg.reshape(-1)).view(b, k, -1)
+        margin = torch.einsum("bd,bkd->bk", h_user, h_neg) - (h_user * h_pos).sum(1, keepdim=True)
+        ctx.save_for_backward(users, pos, neg, h_user, h_pos, h_neg, margin)
+        ctx.n_rows = h.shape[0]
+        return torch.nn.functional.softplus(margin).mean()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        users, pos, neg, h_user, h_pos, h_neg, margin = ctx.saved_tensors
+        b, k = neg.shape
+        g = torch.sigmoid(margin) * (grad_out / (b * k))  # dL/d margin
+        g_sum = g.sum(1, keepdim=True)
+        grad_user = torch.einsum("bk,bkd->bd", g, h_neg) - g_sum * h_pos
+        grad_pos = -g_sum * h_user
+        grad_neg = (g.unsqueeze(2) * h_user.unsqueeze(1)).reshape(b * k, -1)
+        index = torch.cat([users, pos, neg.reshape(-1)])
+        rows = torch.cat([grad_user, grad_pos, grad_neg])
+        scatter = scatter_matrix(index, ctx.n_rows, rows.dtype)
+        return torch.sparse.mm(scatter, rows), None, None, None
+
+
+def scatter_matrix(index: torch.Tensor, n_rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """The n_rows x len(index) 0/1 CSR matrix G^T with G[r, index[r]] = 1."""
+    order = torch.argsort(index)
+    counts = torch.bincount(index, minlength=n_rows)
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=index.device)
+    torch.cumsum(counts, 0, out=crow[1:])
+    values = torch.ones(index.numel(), dtype=dtype, device=index.device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            crow, order, values, size=(n_rows, index.numel()), check_invariants=False
+        )
+
+
+def batch_bpr(h: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Mean BPR loss of (users, pos, neg[b, :]) triplets over rows of H; fast backward."""
+    return _BatchBPR.apply(h, users, pos, neg)
+
+
+def bpr_loss(h_user: torch.Tensor, h_pos: torch.Tensor, h_neg: torch.Tensor) -> torch.Tensor:
+    """Mean of -ln sigma(y_ui - y_uj) over all (u, i, j) triplets of a batch."""
+    pos = (h_user * h_pos).sum(dim=1, keepdim=True)
+    neg = torch.einsum("bd,bkd->bk", h_user, h_neg)
+    return torch.nn.functional.softplus(neg - pos).mean()
+
+
+def batch_counts(n_entities: int, n_users: int, users, items, negatives) -> np.ndarray:
+    """How often each entity's layer-0 embedding enters the L2 term of one batch."""
+    counts = np.bincount(users, minlength=n_entities).astype(np.float64)
+    counts += np.bincount(items + n_users, minlength=n_entities)
+    counts += np.bincount(negatives.ravel() + n_users, minlength=n_entities) / negatives.shape[1]
+    return counts
+
+
+def l2_gram(assignment: sp.csr_matrix, counts: np.ndarray) -> np.ndarray:
+    """W = S^T diag(counts) S, so that sum_p counts_p |s_p E|^2 = tr(E^T W E)."""
+    weighted = sp.diags(counts.astype(np.float32)) @ assignment
+    return (assignment.T @ weighted).toarray()
+
+
+def train_epoch(
+    model: CodebookModel,
+    sampler: NegativeSampler,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    on_batch: Callable[[float], None] | None = None,
+) -> float:
+    """One pass over all training positives; returns the mean batch loss."""
+    device = model.device
+    n_users, n_entities = model.n_users, model.n_entities
+    total, batches = 0.0, 0
+    for users, items, negatives in sampler.batches(config.batch_size):
+        gram = torch.from_numpy(
+            l2_gram(model.assignment, batch_counts(n_entities, n_users, users, items, negatives))
+        )
+        u = torch.from_numpy(users).to(device)
+        i = torch.from_numpy(items + n_users).to(device)
+        j = torch.from_numpy(negatives + n_users).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = batch_bpr(model.entity_embeddings(), u, i, j)
+        codebook = model.codebook
+        reg = (codebook * (gram.to(device, codebook.dtype) @ codebook)).sum() * (config.l2 / (2 * users.size))
+        objective = loss + reg
+        objective.backward()
+        optimizer.step()
+        value = float(objective.detach())
+        if not math.isfinite(value):
+            raise TrainingError(f"loss became {value}; lower the learning rate (--lr)")
+        total += value
+        batches += 1
+        if on_batch is not None:
+            on_batch(value)
+    return total / max(batches, 1)
+
+
+def validate(model: CodebookModel, train: sp.csr_matrix, valid: sp.csr_matrix) -> dict[str, float]:
+    """Validation metrics of the current model (full ranking)."""
+    with torch.no_grad():
+        h = model.entity_embeddings()
+        return evaluate(h[: model.n_users], h[model.n_users :], train, valid)
+
+
+def fit(
+    model: CodebookModel,
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix,
+    config: TrainConfig,
+    update_every: int | None = None,
+    baseline: tuple[dict[str, float], torch.Tensor, sp.csr_matrix] | None = None,
+    on_batch: Callable[[float], None] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> TrainResult:
+    """Train until ``config.epochs`` or ``patience`` evaluations without improvement.
+
+    With ``update_every = m`` the assignment is re-solved after every m-th
+    epoch (Algorithm 1, lines 6-12). ``baseline`` is the best state of an
+    earlier stage: it is kept unless this run beats it on validation.
+    """
+    torch.manual_seed(config.seed)
+    sampler = NegativeSampler(train, config.negatives, config.seed)
+    optimizer = torch.optim.Adam([model.codebook], lr=config.lr)
+    if baseline is None:
+        best = TrainResult(_snapshot(model.codebook), model.assignment, {VALIDATION_METRIC: -1.0}, 0)
+    else:
+        best = TrainResult(_snapshot(baseline[1]), baseline[2], baseline[0], 0)
+    stale = 0
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        loss = train_epoch(model, sampler, optimizer, config, on_batch)
+        log = EpochLog(epoch, loss, 0.0)
+        if update_every is not None and (epoch - 1) % update_every == 0:
+            log.kept_rows = model.update_assignment()
+            log.updated = True
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            log.valid = validate(model, train, valid)
+            if log.valid[VALIDATION_METRIC] > best.best_valid[VALIDATION_METRIC]:
+                best.best_codebook = _snapshot(model.codebook)
+                best.best_assignment = model.assignment
+                best.best_valid = log.valid
+                best.best_epoch = epoch
+                stale = 0
+            else:
+                stale += 1
+        log.seconds = time.perf_counter() - started
+        best.history.append(log)
+        if on_epoch is not None:
+            on_epoch(log)
+        if stale >= config.patience:
+            best.stopped_early = True
+            break
+    return best
+
+
+def _snapshot(tensor: torch.Tensor) -> torch.Tensor:
+    return copy.deepcopy(tensor.detach()).cpu()
