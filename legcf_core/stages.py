@@ -411,8 +411,10 @@ class TrainedModel:
 
     codebook: torch.Tensor
     assignment: sp.csr_matrix
+    per_entity: int
     layers: int
-    stage: str
+    stage: str  # the artifact it was read from: pretrain, refine or export
+    origin: str  # the stage whose training produced it (refine may keep pretrain's)
 
     @property
     def dim(self) -> int:
@@ -434,27 +436,30 @@ def load_model(run: art.RunDir, which: str = "auto") -> TrainedModel:
                 f"refine results in {run.path} are older than their inputs; rerun 'legcf refine'"
             )
         assignment = art.csr_from_arrays("assignment", tensors).astype(np.float32)
-        return TrainedModel(codebook, assignment, int(meta["layers"]), "refine")
+        return TrainedModel(
+            codebook, assignment, int(meta["per_entity"]), int(meta["layers"]), "refine", meta["kept"]
+        )
     codebook, meta, _ = load_codebook(run, art.PRETRAIN_FILE, "pretrain")
     if not run.is_fresh("pretrain"):
         raise ArtifactError(
             f"pretrain results in {run.path} are older than their inputs; rerun 'legcf pretrain'"
         )
     assignment, _ = load_initial_assignment(run)
-    return TrainedModel(codebook, assignment, int(meta["layers"]), "pretrain")
+    return TrainedModel(
+        codebook, assignment, int(meta["per_entity"]), int(meta["layers"]), "pretrain", "pretrain"
+    )
 
 
 def propagated_embeddings(
     train: sp.csr_matrix, n_users: int, model: TrainedModel, device: torch.device
 ) -> torch.Tensor:
     """H_full of a trained model: what scoring uses."""
-    per_entity = int(np.diff(model.assignment.indptr).max(initial=1))
     codebook_model = CodebookModel(
         bipartite_adjacency(train),
         n_users,
         model.assignment,
         model.codebook,
-        per_entity,
+        model.per_entity,
         model.layers,
         device,
     )
@@ -491,7 +496,13 @@ def evaluate_run(
     )
     task.close()
     seconds = round(time.perf_counter() - started, 3)
-    result = {"split": split, "model": model.stage, **_rounded(metrics), "seconds": seconds}
+    result = {
+        "split": split,
+        "model": model.stage,
+        "trained_by": model.origin,
+        **_rounded(metrics),
+        "seconds": seconds,
+    }
     manifest = run.load_manifest()
     evaluations = dict(manifest.get("stages", {}).get("evaluate", {}).get("results", {}))
     evaluations[f"{model.stage}/{split}"] = result
@@ -517,8 +528,9 @@ def export(run: art.RunDir, output: Path | None = None, which: str = "auto") -> 
         n_items=data.n_items,
         dim=model.dim,
         codebook_size=model.codebook.shape[0],
+        per_entity=model.per_entity,
         params=params,
-        made_by=model.stage,
+        made_by=model.origin,
     )
     tensors = {
         "codebook": model.codebook.numpy(),
@@ -555,13 +567,17 @@ class ExportedModel:
     codebook: torch.Tensor
     assignment: sp.csr_matrix
     train: sp.csr_matrix
+    per_entity: int
     layers: int
     n_users: int
     user_ids: np.ndarray
     item_ids: np.ndarray
+    origin: str
 
     def embeddings(self, device: torch.device = CPU) -> torch.Tensor:
-        model = TrainedModel(self.codebook, self.assignment, self.layers, "export")
+        model = TrainedModel(
+            self.codebook, self.assignment, self.per_entity, self.layers, "export", self.origin
+        )
         return propagated_embeddings(self.train, self.n_users, model, device)
 
 
@@ -571,10 +587,12 @@ def load_export(path: Path) -> ExportedModel:
         torch.from_numpy(tensors["codebook"].copy()),
         art.csr_from_arrays("assignment", tensors).astype(np.float32),
         art.csr_from_arrays("train", tensors).astype(np.float32),
+        int(meta["per_entity"]),
         int(meta["layers"]),
         int(meta["n_users"]),
         tensors["user_ids"],
         tensors["item_ids"],
+        meta["made_by"],
     )
 
 

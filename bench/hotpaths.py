@@ -1,0 +1,111 @@
+"""Time legcf's hot paths on a dataset: a training epoch, an assignment update
+(closed-form solve + graph and operator rebuild) and full-ranking evaluation.
+
+    python bench/hotpaths.py ../shared/data/gowalla --json
+
+prints {"epoch_s": ..., "update_s": ..., "eval_s": ..., "peak_rss_mb": ...}.
+A benchmark, not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from legcf_core.data import load_dataset
+from legcf_core.evaluation import evaluate
+from legcf_core.graph import bipartite_adjacency
+from legcf_core.model import CodebookModel
+from legcf_core.partition import initial_assignment, metis_partition
+from legcf_core.runtime import keep_freed_memory, resolve_device
+from legcf_core.stages import xavier_codebook
+from legcf_core.training import NegativeSampler, TrainConfig, train_epoch
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(device: torch.device, fn) -> tuple[float, object]:
+    sync(device)
+    started = time.perf_counter()
+    value = fn()
+    sync(device)
+    return time.perf_counter() - started, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--codebook-size", type=int, default=500)
+    parser.add_argument("--per-entity", type=int, default=2)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each path; the fastest is reported")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    keep_freed_memory()
+    device = resolve_device(args.device)
+    data = load_dataset(args.data)
+    adjacency = bipartite_adjacency(data.train)
+    metis_s, parts = timed(device, lambda: metis_partition(adjacency, args.codebook_size, 2024))
+    assignment = initial_assignment(parts.parts, args.codebook_size, args.per_entity, 0.5, 2024)
+    codebook = xavier_codebook(args.codebook_size, args.dim, 2024)
+    model = CodebookModel(adjacency, data.n_users, assignment, codebook, args.per_entity, args.layers, device)
+    config = TrainConfig(batch_size=args.batch_size)
+    sampler = NegativeSampler(data.train, config.negatives, 2024)
+    optimizer = torch.optim.Adam([model.codebook], lr=config.lr)
+
+    def eval_all() -> dict:
+        with torch.no_grad():
+            h = model.entity_embeddings()
+            return evaluate(h[: data.n_users], h[data.n_users :], data.train, data.test)
+
+    epoch_s = min(
+        timed(device, lambda: train_epoch(model, sampler, optimizer, config))[0] for _ in range(args.repeat)
+    )
+    update_s = min(timed(device, model.update_assignment)[0] for _ in range(args.repeat))
+    eval_s = min(timed(device, eval_all)[0] for _ in range(args.repeat))
+    result = {
+        "epoch_s": round(epoch_s, 3),
+        "update_s": round(update_s, 3),
+        "eval_s": round(eval_s, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "metis_s": round(metis_s, 3),
+        "positives": int(data.train.nnz),
+        "users": data.n_users,
+        "items": data.n_items,
+        "batch_size": args.batch_size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+    }
+    if device.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(device)
+        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>14}: {value}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
