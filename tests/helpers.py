@@ -1,0 +1,100 @@
+"""Helpers shared by the tests: tiny training settings, CLI invocation, dataset
+writers and directory snapshots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from legcf_cli.app import app
+
+# Small settings for the shared trained run (the whole suite must stay fast).
+SEED = 7
+DIM = 32
+CODEBOOK = 50
+PER_ENTITY = 2
+LAYERS = 2
+BATCH = 4096
+LR = 0.02
+PRETRAIN_EPOCHS = 4
+REFINE_EPOCHS = 2
+
+TRAIN_OPTS = ["--batch-size", str(BATCH), "--lr", str(LR), "--seed", str(SEED), "--device", "cpu"]
+
+
+def invoke(*args: str | Path):
+    """Run the CLI in-process; returns Click's Result (stdout and stderr kept apart)."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def invoke_ok(*args: str | Path):
+    result = invoke(*args)
+    assert result.exit_code == 0, (
+        f"legcf {' '.join(map(str, args))} failed ({result.exit_code}):\n"
+        f"stdout: {result.stdout}\nstderr: {result.stderr}\nexception: {result.exception!r}"
+    )
+    return result
+
+
+def write_lightgcn(path: Path, rows: Mapping[int, Iterable[int]] | Iterable[str]) -> Path:
+    """Write a LightGCN text file: ``user item item ...`` per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(rows, Mapping):
+        lines = [" ".join(str(v) for v in [user, *items]) for user, items in rows.items()]
+    else:
+        lines = list(rows)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_pairs(path: Path, pairs: Iterable[tuple[int, int]], sep: str = ",", header: str | None = None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [] if header is None else [header]
+    lines += [f"{u}{sep}{i}" for u, i in pairs]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` with its bytes, to prove a failed command changed nothing."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(Path(directory).rglob("*"))
+        if p.is_file()
+    }
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def read_manifest(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "manifest.json").read_text())
+
+
+def assert_clean_error(result, *needles: str) -> str:
+    """A user error: exit 1, one ``error:`` line on stderr naming the problem, no traceback.
+
+    Returns the error line. ``needles`` must all appear in it (case-insensitive).
+    """
+    output = f"{result.stdout}\n{result.stderr}"
+    assert result.exit_code != 0, f"expected failure, got exit 0; stdout: {result.stdout}"
+    assert isinstance(result.exception, SystemExit), (
+        f"uncaught {type(result.exception).__name__}: {result.exception}"
+    )
+    assert "Traceback" not in output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, f"expected one 'error:' line on stderr, got: {result.stderr!r}"
+    assert lines[-1] == errors[0], f"the error line should end stderr: {result.stderr!r}"
+    assert "error:" not in result.stdout
+    line = errors[0]
+    assert len(line) > len("error: ") + 10, f"error line says too little: {line!r}"
+    for needle in needles:
+        assert needle.lower() in line.lower(), f"{needle!r} not in {line!r}"
+    return line

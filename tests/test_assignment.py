@@ -1,0 +1,192 @@
+"""The closed-form assignment update S <- top-t(H_full pinv(H_meta)) (Eq. 14-16),
+with negative weights clipped and rows renormalized to sum 1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from legcf_core.assignment import update_assignment
+from legcf_core.graph import bipartite_adjacency
+from legcf_core.model import CodebookModel
+
+
+def planted_assignment(n: int, c: int, t: int, rng: np.random.Generator) -> np.ndarray:
+    """Dense N x c S* with t nonzeros per row, each >= 0.1, summing to 1."""
+    S = np.zeros((n, c))
+    for p in range(n):
+        cols = rng.choice(c, size=t, replace=False)
+        S[p, cols] = 0.1 + (1 - 0.1 * t) * rng.dirichlet(np.ones(t))
+    return S
+
+
+def well_conditioned(c: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """c x d with orthonormal rows (c <= d), scaled; condition number 1."""
+    q, _ = np.linalg.qr(rng.normal(size=(d, c)))
+    return 2.0 * q.T
+
+
+def some_previous(n: int, c: int, t: int, seed: int) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    return sp.csr_matrix(planted_assignment(n, c, t, rng).astype(np.float32))
+
+
+def as_rows(matrix: sp.csr_matrix) -> list[dict[int, float]]:
+    matrix = matrix.tocsr()
+    return [
+        dict(
+            zip(
+                matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]].tolist(),
+                matrix.data[matrix.indptr[r] : matrix.indptr[r + 1]].tolist(),
+                strict=True,
+            )
+        )
+        for r in range(matrix.shape[0])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "d", "t", "block_rows"),
+    [(40, 8, 16, 3, 8192), (50, 10, 10, 2, 7), (33, 6, 32, 1, 5), (25, 12, 20, 4, 8192)],
+)
+def test_recovers_planted_assignment(n, c, d, t, block_rows):
+    rng = np.random.default_rng(n + c + d + t)
+    S_star = planted_assignment(n, c, t, rng)
+    H_meta = well_conditioned(c, d, rng)
+    H_full = S_star @ H_meta
+    updated, kept = update_assignment(
+        torch.from_numpy(H_full.astype(np.float32)),
+        torch.from_numpy(H_meta.astype(np.float32)),
+        some_previous(n, c, t, seed=99),
+        t,
+        block_rows=block_rows,
+    )
+    assert kept == 0
+    assert updated.shape == (n, c)
+    assert np.all(np.diff(updated.indptr) == t)
+    for row, got in enumerate(as_rows(updated)):
+        assert set(got) == set(np.flatnonzero(S_star[row]).tolist()), f"row {row}"
+    np.testing.assert_allclose(updated.toarray(), S_star, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(updated.sum(axis=1)).ravel(), 1.0, atol=1e-5)
+
+
+def test_recovers_planted_assignment_with_generic_h_meta():
+    # A random Gaussian H_meta (full row rank, not orthonormal) works as well.
+    rng = np.random.default_rng(1)
+    n, c, d, t = 60, 9, 24, 3
+    S_star = planted_assignment(n, c, t, rng)
+    H_meta = rng.normal(size=(c, d))
+    assert np.linalg.cond(H_meta) < 10
+    updated, kept = update_assignment(
+        torch.from_numpy((S_star @ H_meta).astype(np.float32)),
+        torch.from_numpy(H_meta.astype(np.float32)),
+        some_previous(n, c, t, seed=5),
+        t,
+    )
+    assert kept == 0
+    np.testing.assert_allclose(updated.toarray(), S_star, atol=1e-4)
+
+
+def test_negative_weights_clipped_rows_renormalized_and_empty_rows_kept():
+    rng = np.random.default_rng(2)
+    c, d, t = 4, 6, 3
+    raw = np.array(
+        [
+            [0.6, 0.3, -0.1, -0.5],  # top-3 = 0.6, 0.3, -0.1 -> clip -> [2/3, 1/3, 0]
+            [1.2, 0.6, 0.2, -1.0],  # all top-3 positive -> rescaled to [0.6, 0.3, 0.1]
+            [-0.1, -0.2, -0.3, -0.4],  # top-3 all negative -> keep the previous row
+            [0.1, 0.5, 0.2, 0.3],  # sums to 1 already (top-3 = cols 1, 3, 2)
+            [-0.5, -0.05, -0.3, -0.2],  # all negative -> keep the previous row
+        ]
+    )
+    expected = np.array(
+        [
+            [2 / 3, 1 / 3, 0, 0],
+            [0.6, 0.3, 0.1, 0],
+            [np.nan] * 4,
+            [0, 0.5 / 1.0, 0.2, 0.3],
+            [np.nan] * 4,
+        ]
+    )
+    H_meta = well_conditioned(c, d, rng)
+    previous = sp.csr_matrix(
+        np.array(
+            [
+                [0.5, 0.5, 0, 0],
+                [0, 0.5, 0.5, 0],
+                [0.25, 0, 0, 0.75],
+                [0, 0, 0.5, 0.5],
+                [0.4, 0.1, 0.5, 0],
+            ],
+            dtype=np.float32,
+        )
+    )
+    updated, kept = update_assignment(
+        torch.from_numpy((raw @ H_meta).astype(np.float32)),
+        torch.from_numpy(H_meta.astype(np.float32)),
+        previous,
+        t,
+    )
+    assert kept == 2
+    dense = updated.toarray()
+    for row in (0, 1, 3):
+        np.testing.assert_allclose(dense[row], expected[row], atol=1e-5)
+        assert dense[row].sum() == pytest.approx(1.0, abs=1e-5)
+        assert (dense[row] >= 0).all()
+    # Row 0's clipped weight is dropped, not stored as an explicit zero.
+    assert as_rows(updated)[0].keys() == {0, 1}
+    np.testing.assert_array_equal(dense[2], previous.toarray()[2])
+    np.testing.assert_array_equal(dense[4], previous.toarray()[4])
+
+
+def test_model_update_matches_slow_reference():
+    """CodebookModel.update_assignment against a numpy pinv / top-t / clip / renormalize loop."""
+    rng = np.random.default_rng(3)
+    n_users, n_items, c, d, t, layers = 8, 12, 5, 7, 2, 2
+    R = (rng.random((n_users, n_items)) < 0.4).astype(np.float32)
+    n = n_users + n_items
+    S0 = planted_assignment(n, c, t, rng).astype(np.float32)
+    model = CodebookModel(
+        bipartite_adjacency(sp.csr_matrix(R)),
+        n_users,
+        sp.csr_matrix(S0),
+        torch.from_numpy(rng.normal(size=(c, d)).astype(np.float32)),
+        t,
+        layers,
+        torch.device("cpu"),
+    )
+    with torch.no_grad():
+        H_full = model.entity_embeddings().double().numpy()
+        H_meta = model.meta_embeddings().double().numpy()
+    dense = H_full @ np.linalg.pinv(H_meta)
+    expected = np.zeros((n, c))
+    expected_kept = 0
+    for p in range(n):
+        top = np.argsort(-dense[p])[:t]
+        w = np.clip(dense[p, top], 0, None)
+        if w.sum() <= 0:
+            expected[p] = S0[p]
+            expected_kept += 1
+        else:
+            expected[p, top] = w / w.sum()
+    kept = model.update_assignment()
+    assert kept == expected_kept
+    np.testing.assert_allclose(model.assignment.toarray(), expected, atol=1e-4)
+    assert not np.allclose(expected, S0, atol=1e-3)  # the update did change S
+
+    # The operator was rebuilt for the new S: H equals a fresh model's on the new assignment.
+    fresh = CodebookModel(
+        bipartite_adjacency(sp.csr_matrix(R)),
+        n_users,
+        model.assignment,
+        model.codebook.detach(),
+        t,
+        layers,
+        torch.device("cpu"),
+    )
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            model.entity_embeddings().numpy(), fresh.entity_embeddings().numpy(), rtol=1e-6, atol=1e-7
+        )

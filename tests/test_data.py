@@ -1,0 +1,233 @@
+"""Dataset readers, id maps, the holdout and validation splits, input validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from helpers import write_lightgcn, write_pairs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from legcf_core.data import holdout_split, load_dataset, split_validation
+from legcf_core.errors import DataError
+
+TRAIN = {10: [100, 101, 102], 20: [101, 103], 35: [100, 104, 105, 106]}
+# Item 900 appears only in test; (20, 103) repeats a training pair.
+TEST = {10: [103, 104, 900], 20: [100, 103], 35: [101]}
+
+
+def raw_pairs(data, matrix: sp.csr_matrix) -> set[tuple[int, int]]:
+    coo = matrix.tocoo()
+    return {(int(data.user_ids[r]), int(data.item_ids[c])) for r, c in zip(coo.row, coo.col, strict=True)}
+
+
+def flat(rows: dict[int, list[int]]) -> set[tuple[int, int]]:
+    return {(u, i) for u, items in rows.items() for i in items}
+
+
+def check_toy(data) -> None:
+    assert data.user_ids.tolist() == [10, 20, 35]
+    assert data.item_ids.tolist() == [100, 101, 102, 103, 104, 105, 106, 900]
+    assert (data.n_users, data.n_items, data.n_entities) == (3, 8, 11)
+    assert raw_pairs(data, data.train) == flat(TRAIN)
+    held = raw_pairs(data, data.valid) | raw_pairs(data, data.test)
+    assert held == flat(TEST) - flat(TRAIN)  # (20, 103) was seen in training: not held out
+    assert not raw_pairs(data, data.valid) & raw_pairs(data, data.test)
+    for matrix in (data.train, data.valid, data.test):
+        assert matrix.shape == (3, 8)
+        assert set(np.unique(matrix.data).tolist()) <= {1.0}
+
+
+def test_lightgcn_text(tmp_path):
+    write_lightgcn(tmp_path / "train.txt", TRAIN)
+    write_lightgcn(tmp_path / "test.txt", TEST)
+    check_toy(load_dataset(tmp_path, seed=1))
+
+
+def test_item_only_in_test_gets_an_index(tmp_path):
+    write_lightgcn(tmp_path / "train.txt", TRAIN)
+    write_lightgcn(tmp_path / "test.txt", TEST)
+    data = load_dataset(tmp_path, seed=1)
+    index = int(np.flatnonzero(data.item_ids == 900)[0])
+    assert data.train[:, index].nnz == 0
+    assert (data.valid + data.test)[:, index].nnz == 1
+
+
+def test_csv_with_header(tmp_path):
+    write_pairs(tmp_path / "train.csv", sorted(flat(TRAIN)), header="user_id,item_id")
+    write_pairs(tmp_path / "test.csv", sorted(flat(TEST)), header="user_id,item_id")
+    check_toy(load_dataset(tmp_path, seed=1))
+
+
+def test_csv_without_header_and_extra_columns(tmp_path):
+    (tmp_path / "train.csv").write_text("".join(f"{u},{i},5,1700000000\n" for u, i in sorted(flat(TRAIN))))
+    write_pairs(tmp_path / "test.csv", sorted(flat(TEST)))
+    check_toy(load_dataset(tmp_path, seed=1))
+
+
+def test_tsv(tmp_path):
+    write_pairs(tmp_path / "train.tsv", sorted(flat(TRAIN)), sep="\t", header="user\titem")
+    write_pairs(tmp_path / "test.tsv", sorted(flat(TEST)), sep="\t")
+    check_toy(load_dataset(tmp_path, seed=1))
+
+
+def test_mixed_formats_and_duplicates(tmp_path):
+    pairs = sorted(flat(TRAIN))
+    write_pairs(tmp_path / "train.csv", pairs + pairs[:3])  # duplicates merge into one entry
+    write_lightgcn(tmp_path / "test.txt", TEST)
+    data = load_dataset(tmp_path, seed=1)
+    check_toy(data)
+    assert data.train.nnz == len(pairs)
+
+
+def test_same_seed_same_split_different_seed_differs(tmp_path):
+    rng = np.random.default_rng(0)
+    train = {u: rng.choice(200, size=5, replace=False).tolist() for u in range(30)}
+    test = {u: (200 + rng.choice(100, size=9, replace=False)).tolist() for u in range(30)}
+    write_lightgcn(tmp_path / "train.txt", train)
+    write_lightgcn(tmp_path / "test.txt", test)
+    a, b = load_dataset(tmp_path, seed=5), load_dataset(tmp_path, seed=5)
+    assert (a.valid != b.valid).nnz == 0 and (a.test != b.test).nnz == 0
+    others = [load_dataset(tmp_path, seed=s) for s in (6, 7, 8)]
+    assert any((a.valid != o.valid).nnz > 0 for o in others)
+    for data in [a, *others]:
+        # ceil(9 / 3) = 3 validation items per user, the other 6 stay in test.
+        assert np.all(np.diff(data.valid.indptr) == 3)
+        assert np.all(np.diff(data.test.indptr) == 6)
+
+
+def test_single_file_holdout(tmp_path):
+    rng = np.random.default_rng(1)
+    counts = {u: int(rng.integers(1, 15)) for u in range(25)}
+    pairs = [(u, int(i)) for u, n in counts.items() for i in rng.choice(60, size=n, replace=False)]
+    write_pairs(tmp_path / "all.csv", pairs, header="user,item")
+    data = load_dataset(tmp_path / "all.csv", test_fraction=0.3, seed=4)
+    assert raw_pairs(data, data.train) | raw_pairs(data, data.valid) | raw_pairs(data, data.test) == set(
+        pairs
+    )
+    held = np.diff((data.valid + data.test).indptr)
+    for row, user in enumerate(data.user_ids):
+        assert held[row] == math.floor(0.3 * counts[int(user)])
+    again = load_dataset(tmp_path / "all.csv", test_fraction=0.3, seed=4)
+    assert (again.train != data.train).nnz == 0
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_paths(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(tmp_path / "nope")
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(tmp_path / "nope.csv")
+    write_lightgcn(tmp_path / "train.txt", TRAIN)
+    with pytest.raises(DataError, match="test"):
+        load_dataset(tmp_path)  # no test file
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [("1 2 x", "'x' is not an integer"), ("1 2 -3", "negative"), ("1 2.5", "not an integer")],
+)
+def test_malformed_lightgcn_line(tmp_path, line, needle):
+    write_lightgcn(tmp_path / "train.txt", ["0 1 2", line])
+    write_lightgcn(tmp_path / "test.txt", {0: [3]})
+    with pytest.raises(DataError, match=needle) as info:
+        load_dataset(tmp_path)
+    assert "train.txt:2" in str(info.value)  # names the file and line
+
+
+@pytest.mark.parametrize(
+    ("row", "needle"), [("3,abc", "not an integer"), ("-1,4", "negative"), ("7", "user")]
+)
+def test_malformed_csv_row(tmp_path, row, needle):
+    (tmp_path / "data.csv").write_text(f"user,item\n1,2\n{row}\n")
+    with pytest.raises(DataError, match=needle):
+        load_dataset(tmp_path / "data.csv")
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "train.txt").write_text("")
+    (tmp_path / "test.txt").write_text("")
+    with pytest.raises(DataError, match="no training interactions"):
+        load_dataset(tmp_path)
+    (tmp_path / "only_header.csv").write_text("user,item\n")
+    with pytest.raises(DataError, match="no training interactions"):
+        load_dataset(tmp_path / "only_header.csv")
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5])
+def test_bad_test_fraction(tmp_path, fraction):
+    write_pairs(tmp_path / "all.csv", [(0, 1), (0, 2)])
+    with pytest.raises(DataError, match="test fraction"):
+        load_dataset(tmp_path / "all.csv", test_fraction=fraction)
+
+
+@pytest.mark.xfail(
+    reason="BUG: read_lightgcn/read_pairs decode lazily; invalid UTF-8 raises UnicodeDecodeError, "
+    "not DataError",
+    strict=True,
+)
+def test_non_utf8_file_is_a_data_error(tmp_path):
+    (tmp_path / "train.txt").write_bytes(b"0 1 2\n1 \xff\xfe 3\n")
+    write_lightgcn(tmp_path / "test.txt", {0: [3]})
+    with pytest.raises(DataError):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.xfail(
+    reason="BUG: _parse_id accepts ids beyond int64; np.asarray(..., int64) then raises OverflowError",
+    strict=True,
+)
+def test_id_beyond_int64_is_a_data_error(tmp_path):
+    write_lightgcn(tmp_path / "train.txt", ["0 1 2", "1 99999999999999999999999 3"])
+    write_lightgcn(tmp_path / "test.txt", {0: [3]})
+    with pytest.raises(DataError):
+        load_dataset(tmp_path)
+
+
+# ------------------------------------------------------- split properties
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 12), min_size=1, max_size=8),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_validation_split(sizes, seed):
+    n_items = 15
+    rng = np.random.default_rng(len(sizes))
+    dense = np.zeros((len(sizes), n_items), dtype=np.float32)
+    for user, size in enumerate(sizes):
+        dense[user, rng.choice(n_items, size=size, replace=False)] = 1
+    held = sp.csr_matrix(dense)
+    valid, test = split_validation(held, seed)
+    assert valid.shape == test.shape == held.shape
+    np.testing.assert_array_equal(np.diff(valid.indptr), [math.ceil(s / 3) for s in sizes])
+    assert valid.multiply(test).nnz == 0
+    np.testing.assert_array_equal((valid + test).toarray(), dense)
+    v2, t2 = split_validation(held, seed)
+    assert (v2 != valid).nnz == 0 and (t2 != test).nnz == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 10), min_size=1, max_size=6),
+    fraction=st.floats(0.05, 0.95),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_holdout_split(sizes, fraction, seed):
+    users = np.repeat(np.arange(len(sizes)) * 3 + 1, sizes)  # raw ids, not contiguous
+    items = np.concatenate([np.arange(s) * 7 for s in sizes])
+    tu, ti, eu, ei = holdout_split(users, items, fraction, seed)
+    train = set(zip(tu.tolist(), ti.tolist(), strict=True))
+    test = set(zip(eu.tolist(), ei.tolist(), strict=True))
+    assert not train & test
+    assert train | test == set(zip(users.tolist(), items.tolist(), strict=True))
+    for index, size in enumerate(sizes):
+        assert int((eu == index * 3 + 1).sum()) == math.floor(fraction * size)
+    again = holdout_split(users, items, fraction, seed)
+    assert all(np.array_equal(x, y) for x, y in zip(again, (tu, ti, eu, ei), strict=True))
