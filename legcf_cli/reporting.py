@@ -74,7 +74,11 @@ class RichReporter:
         self.progress.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # leave the error line alone on stderr
+            self.progress.live.transient = True
+            for task in self.progress.tasks:
+                self.progress.update(task.id, visible=False)
         self.progress.stop()
 
     def task(self, description: str, total: float | None, **fields: Any) -> _RichTask:

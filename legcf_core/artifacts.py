@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -22,7 +23,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save
 
 from legcf_core.errors import ArtifactError
 
@@ -45,13 +45,21 @@ STAGE_ORDER = ("prepare", "partition", "pretrain", "refine", "evaluate", "export
 @contextmanager
 def _atomic_target(path: Path):
     """Yield a temporary path beside ``path``; rename it into place on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise ArtifactError(f"cannot write {path}: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {path}: {exc.strerror}") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ArtifactError(f"cannot write {path}: {exc.strerror}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -92,10 +100,50 @@ def header(kind: str, **fields: Any) -> dict[str, str]:
     return meta
 
 
+_SAFETENSORS_DTYPES = {
+    np.dtype("float64"): "F64",
+    np.dtype("float32"): "F32",
+    np.dtype("float16"): "F16",
+    np.dtype("int64"): "I64",
+    np.dtype("int32"): "I32",
+    np.dtype("int16"): "I16",
+    np.dtype("int8"): "I8",
+    np.dtype("uint8"): "U8",
+    np.dtype("bool"): "BOOL",
+}
+
+
+def serialize_tensors(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> bytes:
+    """Safetensors bytes with tensors and header keys in sorted order.
+
+    The safetensors library orders its JSON header differently from run to
+    run, so equal inputs gave unequal files (and checksums); this writes the
+    same format deterministically, so a rerun with the same seed is
+    byte-identical. The result reads back with ``safetensors.safe_open``.
+    """
+    entries: dict[str, Any] = {"__metadata__": {key: metadata[key] for key in sorted(metadata)}}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        if array.dtype not in _SAFETENSORS_DTYPES:
+            raise ArtifactError(f"tensor {name!r} has unsupported dtype {array.dtype}")
+        raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        entries[name] = {
+            "dtype": _SAFETENSORS_DTYPES[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        chunks.append(raw)
+        offset += len(raw)
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+
+
 def write_tensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: dict[str, str]) -> str:
     """Write a safetensors file atomically; return its sha256."""
-    arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
-    payload = save(arrays, metadata=metadata)
+    payload = serialize_tensors(tensors, metadata)
     write_bytes_atomic(path, payload)
     return hashlib.sha256(payload).hexdigest()
 
@@ -185,7 +233,7 @@ class RunDir:
             manifest = json.loads(self.manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"{self.manifest_path} is not valid JSON ({exc})") from None
-        if manifest.get("format") != f"{FORMAT}-run":
+        if not isinstance(manifest, dict) or manifest.get("format") != f"{FORMAT}-run":
             raise ArtifactError(f"{self.manifest_path} is not a legcf run manifest")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise ArtifactError(

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from legcf_core.errors import DataError
 
 PAIR_SUFFIXES = (".csv", ".tsv")
+MAX_ID = int(np.iinfo(np.int64).max)
 TEXT_SUFFIXES = (".txt",)
 
 
@@ -63,6 +64,8 @@ def _parse_id(token: str, where: str) -> int:
         raise DataError(f"{where}: id {token!r} is not an integer") from None
     if value < 0:
         raise DataError(f"{where}: id {value} is negative; ids must be >= 0")
+    if value > MAX_ID:
+        raise DataError(f"{where}: id {value} is larger than the largest supported id {MAX_ID}")
     return value
 
 
@@ -70,16 +73,15 @@ def read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read ``user item item ...`` lines into parallel (user, item) arrays."""
     users: list[int] = []
     items: list[int] = []
-    with _open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            where = f"{path}:{lineno}"
-            user = _parse_id(tokens[0], where)
-            row = [_parse_id(tok, where) for tok in tokens[1:]]
-            users.extend([user] * len(row))
-            items.extend(row)
+    for lineno, line in enumerate(_lines(path), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        where = f"{path}:{lineno}"
+        user = _parse_id(tokens[0], where)
+        row = [_parse_id(tok, where) for tok in tokens[1:]]
+        users.extend([user] * len(row))
+        items.extend(row)
     return np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
 
 
@@ -87,25 +89,19 @@ def read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a CSV/TSV of ``user,item[,...]`` rows; a non-numeric first row is a header."""
     users: list[int] = []
     items: list[int] = []
-    with _open_text(path) as handle:
-        first = True
-        delimiter = None
-        for lineno, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            if delimiter is None:
-                delimiter = "\t" if "\t" in line else ","
-            fields = [f.strip() for f in line.split(delimiter)]
-            where = f"{path}:{lineno}"
-            if len(fields) < 2:
-                raise DataError(f"{where}: expected 'user{delimiter}item', got {line!r}")
-            if first:
-                first = False
-                if not _looks_numeric(fields[0]) and not _looks_numeric(fields[1]):
-                    continue  # header row
-            users.append(_parse_id(fields[0], where))
-            items.append(_parse_id(fields[1], where))
+    lines = [(n, line.strip()) for n, line in enumerate(_lines(path), start=1) if line.strip()]
+    if not lines:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    delimiter = "\t" if "\t" in lines[0][1] else ","
+    for index, (lineno, line) in enumerate(lines):
+        fields = [f.strip() for f in line.split(delimiter)]
+        where = f"{path}:{lineno}"
+        if len(fields) < 2:
+            raise DataError(f"{where}: expected 'user{delimiter}item', got {line!r}")
+        if index == 0 and not _looks_numeric(fields[0]) and not _looks_numeric(fields[1]):
+            continue  # header row
+        users.append(_parse_id(fields[0], where))
+        items.append(_parse_id(fields[1], where))
     return np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
 
 
@@ -113,9 +109,13 @@ def _looks_numeric(token: str) -> bool:
     return token.lstrip("+-").replace(".", "", 1).isdigit()
 
 
-def _open_text(path: Path):
+def _lines(path: Path) -> list[str]:
+    """All lines of a UTF-8 text file, with file errors turned into DataError."""
     try:
-        return open(path, encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            return handle.readlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     except FileNotFoundError:
         raise DataError(f"dataset file {path} does not exist") from None
     except IsADirectoryError:
@@ -167,15 +167,12 @@ def load_raw(
         tu, ti = read_file(train_path)
         eu, ei = read_file(test_path)
     else:
-        users, items = read_file(path) if path.exists() else _missing(path)
-        tu, ti, eu, ei = holdout_split(users, items, test_fraction, seed)
+        if not path.exists():
+            raise DataError(f"dataset {path} does not exist")
+        tu, ti, eu, ei = holdout_split(*read_file(path), test_fraction, seed)
     if tu.size == 0:
         raise DataError(f"dataset {path} has no training interactions")
     return tu, ti, eu, ei
-
-
-def _missing(path: Path):
-    raise DataError(f"dataset {path} does not exist")
 
 
 def holdout_split(

@@ -19,6 +19,15 @@ class Partition:
     edge_cut: int
 
 
+def check_anchor_weight(anchor_weight: float, per_entity: int) -> None:
+    """w* in (0, 1], and below 1 when t > 1 so every row keeps t nonzeros."""
+    if not 0.0 < anchor_weight <= 1.0 or (per_entity > 1 and anchor_weight >= 1.0):
+        upper = "1)" if per_entity > 1 else "1]"
+        raise ConfigError(
+            f"anchor weight w* must lie in (0, {upper} with t={per_entity}, got {anchor_weight}"
+        )
+
+
 def check_sizes(n_entities: int, codebook_size: int, per_entity: int) -> None:
     """Reject c and t that cannot make a valid assignment."""
     if codebook_size < 1:
@@ -36,12 +45,8 @@ def metis_partition(adjacency: sp.csr_matrix, n_parts: int, seed: int) -> Partit
     if n_parts == 1:
         return Partition(np.zeros(adjacency.shape[0], dtype=np.int64), 0)
     options = pymetis.Options(seed=seed)
-    edge_cut, parts = pymetis.part_graph(
-        n_parts,
-        xadj=adjacency.indptr.astype(np.int64),
-        adjncy=adjacency.indices.astype(np.int64),
-        options=options,
-    )
+    graph = pymetis.CSRAdjacency(adjacency.indptr.astype(np.int64), adjacency.indices.astype(np.int64))
+    edge_cut, parts = pymetis.part_graph(n_parts, adjacency=graph, options=options)
     return Partition(np.asarray(parts, dtype=np.int64), int(edge_cut))
 
 
@@ -59,8 +64,7 @@ def initial_assignment(
     The t-1 others are distinct (drawn without replacement) so every row has
     exactly t nonzeros summing to 1; with t = 1 the anchor carries weight 1.
     """
-    if not 0.0 < anchor_weight <= 1.0:
-        raise ConfigError(f"anchor weight w* must lie in (0, 1], got {anchor_weight}")
+    check_anchor_weight(anchor_weight, per_entity)
     n = anchors.size
     rng = np.random.default_rng(seed)
     others = _distinct_others(anchors, codebook_size, per_entity - 1, rng)
@@ -73,24 +77,22 @@ def initial_assignment(
 
 
 def _distinct_others(anchors: np.ndarray, c: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k distinct buckets per row, none equal to the row's anchor."""
+    """k distinct buckets per row, none equal to the row's anchor.
+
+    Column by column, only the entries that repeat an earlier pick are
+    redrawn, so even t close to c finishes quickly.
+    """
     n = anchors.size
-    if k == 0:
-        return np.empty((n, 0), dtype=np.int64)
-    # Draw from {0..c-2} and shift past the anchor; redraw rows with repeats.
     out = np.empty((n, k), dtype=np.int64)
-    pending = np.arange(n)
-    while pending.size:
-        draw = rng.integers(0, c - 1, size=(pending.size, k))
-        draw += draw >= anchors[pending, None]
-        sorted_draw = np.sort(draw, axis=1)
-        ok = (
-            np.all(sorted_draw[:, 1:] != sorted_draw[:, :-1], axis=1)
-            if k > 1
-            else np.ones(pending.size, bool)
-        )
-        out[pending[ok]] = draw[ok]
-        pending = pending[~ok]
+    for j in range(k):
+        column = rng.integers(0, c - 1, size=n)
+        while True:
+            candidate = column + (column >= anchors)  # skip the anchor
+            clash = (out[:, :j] == candidate[:, None]).any(axis=1)
+            if not clash.any():
+                break
+            column[clash] = rng.integers(0, c - 1, size=int(clash.sum()))
+        out[:, j] = candidate
     return out
 
 

@@ -8,6 +8,7 @@ The CLI is a thin layer over these functions; they report progress through a
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from legcf_core.graph import bipartite_adjacency
 from legcf_core.inspection import describe, embedding_bytes, embedding_params
 from legcf_core.model import CodebookModel
 from legcf_core.partition import (
+    check_anchor_weight,
     check_sizes,
     initial_assignment,
     metis_partition,
@@ -141,6 +143,7 @@ def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | Non
         raise ConfigError(f"unknown --init {config.init!r}; expected metis or random")
     data = load_data(run)
     check_sizes(data.n_entities, config.codebook_size, config.per_entity)
+    check_anchor_weight(config.anchor_weight, config.per_entity)
     started = time.perf_counter()
     task = reporter.task(f"{config.init} partition into {config.codebook_size} parts", None)
     if config.init == "metis":
@@ -214,10 +217,10 @@ def check_train_config(config: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "negatives", "patience", "eval_every"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
-    if config.lr <= 0:
-        raise ConfigError(f"--lr must be > 0, got {config.lr}")
-    if config.l2 < 0:
-        raise ConfigError(f"--l2 must be >= 0, got {config.l2}")
+    if not math.isfinite(config.lr) or config.lr <= 0:
+        raise ConfigError(f"--lr must be a finite number > 0, got {config.lr}")
+    if not math.isfinite(config.l2) or config.l2 < 0:
+        raise ConfigError(f"--l2 must be a finite number >= 0, got {config.l2}")
 
 
 def pretrain(
@@ -421,14 +424,17 @@ class TrainedModel:
         return int(self.codebook.shape[1])
 
 
-def load_model(run: art.RunDir, which: str = "auto") -> TrainedModel:
+def load_model(run: art.RunDir, which: str = "auto", reporter: Reporter | None = None) -> TrainedModel:
     """The refined model if it is up to date (or asked for), else the pretrained one."""
     if which not in ("auto", "pretrain", "refine"):
         raise ConfigError(f"unknown --model {which!r}; expected auto, pretrain or refine")
-    manifest = run.load_manifest()
-    stages = manifest.get("stages", {})
     if which == "auto":
-        which = "refine" if "refine" in stages and run.is_fresh("refine") else "pretrain"
+        which = "pretrain"
+        if "refine" in run.load_manifest().get("stages", {}):
+            if run.is_fresh("refine"):
+                which = "refine"
+            elif reporter is not None:
+                reporter.note("refine results are older than their inputs; using pretrain's model")
     if which == "refine":
         codebook, meta, tensors = load_codebook(run, art.REFINE_FILE, "refine")
         if not run.is_fresh("refine"):
@@ -485,7 +491,7 @@ def evaluate_run(
     if not ks or min(ks) < 1:
         raise ConfigError(f"every K must be >= 1, got {list(ks)}")
     data = load_data(run)
-    model = load_model(run, which)
+    model = load_model(run, which, reporter)
     started = time.perf_counter()
     h = propagated_embeddings(data.train, data.n_users, model, device)
     truth = data.split(split)
@@ -505,7 +511,8 @@ def evaluate_run(
     }
     manifest = run.load_manifest()
     evaluations = dict(manifest.get("stages", {}).get("evaluate", {}).get("results", {}))
-    evaluations[f"{model.stage}/{split}"] = result
+    model_file = art.REFINE_FILE if model.stage == "refine" else art.PRETRAIN_FILE
+    evaluations[f"{model.stage}/{split}"] = {**result, "inputs": run.inputs(model_file)}
     run.record("evaluate", {"results": evaluations, "inputs": {}, "outputs": {}})
     return result
 

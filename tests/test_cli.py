@@ -103,10 +103,6 @@ def test_dataset_directory_without_test_file(tmp_path, prepared_copy):
     check_unchanged_after(prepared_copy, "prepare", prepared_copy, "--data", data, needles=["test"])
 
 
-@pytest.mark.xfail(
-    reason="BUG: invalid UTF-8 in a dataset escapes as UnicodeDecodeError (traceback), not DataError",
-    strict=True,
-)
 def test_non_utf8_dataset(tmp_path, prepared_copy):
     data = tmp_path / "binary"
     data.mkdir()
@@ -115,18 +111,11 @@ def test_non_utf8_dataset(tmp_path, prepared_copy):
     check_unchanged_after(prepared_copy, "prepare", prepared_copy, "--data", data)
 
 
-@pytest.mark.xfail(
-    reason="BUG: an id beyond int64 escapes as OverflowError (traceback), not DataError", strict=True
-)
 def test_id_out_of_int64_range(tmp_path, prepared_copy):
     data = bad_dataset(tmp_path / "huge", ["0 1 2", "1 99999999999999999999999 3"])
     check_unchanged_after(prepared_copy, "prepare", prepared_copy, "--data", data)
 
 
-@pytest.mark.xfail(
-    reason="BUG: a run directory that is an existing file escapes as FileExistsError/NotADirectoryError",
-    strict=True,
-)
 def test_run_directory_is_a_file(tmp_path, demo_path):
     not_a_dir = tmp_path / "a_file"
     not_a_dir.write_text("keep me\n")
@@ -280,9 +269,6 @@ def test_positive_control_same_copy_and_options_succeed(partitioned_copy):
     assert read_manifest(partitioned_copy)["stages"]["partition"]["config"]["codebook_size"] == CODEBOOK
 
 
-@pytest.mark.xfail(
-    reason="BUG: export -o onto an existing directory escapes as IsADirectoryError (traceback)", strict=True
-)
 def test_export_onto_a_directory(tmp_path, trained_run):
     run_dir = copy_run(trained_run, tmp_path / "run")
     target = tmp_path / "existing_dir"
@@ -290,28 +276,15 @@ def test_export_onto_a_directory(tmp_path, trained_run):
     check_unchanged_after(run_dir, "export", run_dir, "-o", target)
 
 
-@pytest.mark.xfail(
-    reason="BUG: RunDir.load_manifest assumes a JSON object; a JSON list raises AttributeError (traceback)",
-    strict=True,
-)
 def test_manifest_that_is_not_an_object(partitioned_copy):
     (partitioned_copy / "manifest.json").write_text("[]")
     check_unchanged_after(partitioned_copy, "pretrain", partitioned_copy, *TINY_TRAIN, needles=["manifest"])
 
 
-@pytest.mark.xfail(
-    reason="BUG: check_train_config's 'lr <= 0' lets NaN through; Adam then raises ValueError (traceback)",
-    strict=True,
-)
 def test_nan_learning_rate(partitioned_copy):
     check_unchanged_after(partitioned_copy, "pretrain", partitioned_copy, *TINY_TRAIN, "--lr", "nan")
 
 
-@pytest.mark.xfail(
-    reason="BUG (cosmetic): on failure RichReporter leaves its unfinished progress line "
-    "('reading dataset ... 0/?') on stderr above the error line",
-    strict=True,
-)
 def test_error_is_the_only_line_on_stderr(tmp_path, prepared_copy):
     data = bad_dataset(tmp_path / "bad", ["0 1 2", "1 2 x3"])
     result = invoke("prepare", prepared_copy, "--data", data)

@@ -166,11 +166,6 @@ def test_bad_test_fraction(tmp_path, fraction):
         load_dataset(tmp_path / "all.csv", test_fraction=fraction)
 
 
-@pytest.mark.xfail(
-    reason="BUG: read_lightgcn/read_pairs decode lazily; invalid UTF-8 raises UnicodeDecodeError, "
-    "not DataError",
-    strict=True,
-)
 def test_non_utf8_file_is_a_data_error(tmp_path):
     (tmp_path / "train.txt").write_bytes(b"0 1 2\n1 \xff\xfe 3\n")
     write_lightgcn(tmp_path / "test.txt", {0: [3]})
@@ -178,10 +173,6 @@ def test_non_utf8_file_is_a_data_error(tmp_path):
         load_dataset(tmp_path)
 
 
-@pytest.mark.xfail(
-    reason="BUG: _parse_id accepts ids beyond int64; np.asarray(..., int64) then raises OverflowError",
-    strict=True,
-)
 def test_id_beyond_int64_is_a_data_error(tmp_path):
     write_lightgcn(tmp_path / "train.txt", ["0 1 2", "1 99999999999999999999999 3"])
     write_lightgcn(tmp_path / "test.txt", {0: [3]})

@@ -132,11 +132,6 @@ def test_anchor_weight_out_of_range(w):
         initial_assignment(np.zeros(4, dtype=np.int64), 3, 2, w, seed=0)
 
 
-@pytest.mark.xfail(
-    reason="BUG: initial_assignment accepts w*=1 with t>1, then drops the zero-weight other "
-    "buckets, so rows get 1 nonzero instead of the documented exactly-t",
-    strict=True,
-)
 def test_anchor_weight_one_with_several_buckets_keeps_t_nonzeros_or_is_rejected():
     anchors = np.array([0, 1, 2, 0], dtype=np.int64)
     try:
@@ -146,11 +141,6 @@ def test_anchor_weight_one_with_several_buckets_keeps_t_nonzeros_or_is_rejected(
     assert np.all(np.diff(S.indptr) == 2)
 
 
-@pytest.mark.xfail(
-    reason="BUG: _distinct_others redraws whole rows until all t-1 draws are distinct; the chance of "
-    "success is (c-1)!/((c-t)! (c-1)^(t-1)), so t close to c (e.g. t = c = 30) never finishes",
-    strict=True,
-)
 def test_large_t_relative_to_c_finishes_quickly():
     def too_slow(signum, frame):
         raise TimeoutError("initial_assignment did not finish in 3 s")

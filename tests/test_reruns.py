@@ -44,11 +44,6 @@ def split_file(path: Path) -> tuple[dict, bytes]:
     return json.loads(blob[8 : 8 + length]), blob[8 + length :]
 
 
-@pytest.mark.xfail(
-    reason="BUG: artifacts.write_tensors lets safetensors serialize __metadata__ from a Rust HashMap, "
-    "so header key order (and the file's bytes and sha256) changes from write to write",
-    strict=True,
-)
 def test_same_seed_gives_byte_identical_artifacts(three_runs):
     root, _ = three_runs
     for name in TENSOR_FILES:
