@@ -86,3 +86,6 @@ class RichReporter:
 
     def note(self, message: str) -> None:
         self.console.print(f"[yellow]note:[/] {message}")
+
+    def log(self, message: str) -> None:
+        self.console.print(message, highlight=False)

@@ -22,6 +22,8 @@ class Reporter(Protocol):
 
     def note(self, message: str) -> None: ...
 
+    def log(self, message: str) -> None: ...
+
 
 class _SilentTask:
     def advance(self, steps: float = 1, **fields: Any) -> None:
@@ -39,9 +41,13 @@ class SilentReporter:
 
     def __init__(self) -> None:
         self.notes: list[str] = []
+        self.lines: list[str] = []
 
     def task(self, description: str, total: float | None, **fields: Any) -> Task:
         return _SilentTask()
 
     def note(self, message: str) -> None:
         self.notes.append(message)
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)

@@ -307,12 +307,24 @@ def _fit_with_progress(
             fields["ndcg"] = log.valid[VALIDATION_METRIC]
         epochs.advance(1, **fields)
         batches.update(completed=0)
+        reporter.log(epoch_line(label, log))
 
     try:
         return fit(model, data.train, data.valid, config, update_every, baseline, on_batch, on_epoch)
     finally:
         batches.close()
         epochs.close()
+
+
+def epoch_line(label: str, log: EpochLog) -> str:
+    """One line of training history, e.g. for logs when stderr is not a terminal."""
+    parts = [f"{label} epoch {log.epoch}", f"loss {log.loss:.4f}"]
+    if log.valid is not None:
+        parts.append(f"valid {VALIDATION_METRIC} {log.valid[VALIDATION_METRIC]:.4f}")
+    if log.updated:
+        parts.append(f"S updated ({log.kept_rows} rows kept)")
+    parts.append(f"{log.seconds:.1f}s")
+    return "  ".join(parts)
 
 
 def load_codebook(

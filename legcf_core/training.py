@@ -44,6 +44,7 @@ class TrainConfig:
     l2: float = 1e-4
     patience: int = 5
     eval_every: int = 1
+    lr_decay: float = 1.0  # multiply lr by this after an evaluation without improvement
     seed: int = 2024
 
 
@@ -269,6 +270,8 @@ def fit(
                 stale = 0
             else:
                 stale += 1
+                for group in optimizer.param_groups:
+                    group["lr"] *= config.lr_decay
         log.seconds = time.perf_counter() - started
         best.history.append(log)
         if on_epoch is not None:
