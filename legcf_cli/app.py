@@ -90,6 +90,10 @@ PatienceOpt = Annotated[
     int, typer.Option("--patience", help="Stop after this many evaluations without improvement.")
 ]
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Epochs between validation runs.")]
+LrDecayOpt = Annotated[
+    float,
+    typer.Option("--lr-decay", help="Multiply the learning rate by this after a validation without gain."),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 ModelOpt = Annotated[
@@ -98,28 +102,6 @@ ModelOpt = Annotated[
 
 DEFAULT_TRAIN = TrainConfig()
 DEFAULT_REFINE = stages.RefineConfig()
-
-
-def train_config(
-    epochs: int,
-    batch_size: int,
-    negatives: int,
-    lr: float,
-    l2: float,
-    patience: int,
-    eval_every: int,
-    seed: int,
-) -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        negatives=negatives,
-        lr=lr,
-        l2=l2,
-        patience=patience,
-        eval_every=eval_every,
-        seed=seed,
-    )
 
 
 def print_json(value: Any) -> None:
@@ -180,12 +162,25 @@ def pretrain(
     l2: L2Opt = DEFAULT_TRAIN.l2,
     patience: PatienceOpt = DEFAULT_TRAIN.patience,
     eval_every: EvalEveryOpt = DEFAULT_TRAIN.eval_every,
+    lr_decay: LrDecayOpt = DEFAULT_TRAIN.lr_decay,
     seed: SeedOpt = 2024,
     device: DeviceOpt = "auto",
 ) -> None:
     """Learn the codebook with S fixed; keep the best on validation NDCG@20."""
     config = stages.PretrainConfig(
-        dim, layers, train_config(epochs, batch_size, negatives, lr, l2, patience, eval_every, seed)
+        dim,
+        layers,
+        TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            negatives=negatives,
+            lr=lr,
+            l2=l2,
+            patience=patience,
+            eval_every=eval_every,
+            lr_decay=lr_decay,
+            seed=seed,
+        ),
     )
     with RichReporter() as reporter:
         metrics = stages.pretrain(RunDir(run_dir), config, resolve_device(device), reporter)
@@ -204,12 +199,24 @@ def refine(
     l2: L2Opt = DEFAULT_REFINE.train.l2,
     patience: PatienceOpt = DEFAULT_REFINE.train.patience,
     eval_every: EvalEveryOpt = DEFAULT_REFINE.train.eval_every,
+    lr_decay: LrDecayOpt = DEFAULT_REFINE.train.lr_decay,
     seed: SeedOpt = 2024,
     device: DeviceOpt = "auto",
 ) -> None:
     """Alternate training with closed-form assignment updates every m epochs."""
     config = stages.RefineConfig(
-        update_every, train_config(epochs, batch_size, negatives, lr, l2, patience, eval_every, seed)
+        update_every,
+        TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            negatives=negatives,
+            lr=lr,
+            l2=l2,
+            patience=patience,
+            eval_every=eval_every,
+            lr_decay=lr_decay,
+            seed=seed,
+        ),
     )
     with RichReporter() as reporter:
         metrics = stages.refine(RunDir(run_dir), config, resolve_device(device), reporter)
@@ -306,6 +313,7 @@ def run(
     l2: L2Opt = DEFAULT_TRAIN.l2,
     patience: PatienceOpt = DEFAULT_TRAIN.patience,
     eval_every: EvalEveryOpt = DEFAULT_TRAIN.eval_every,
+    lr_decay: LrDecayOpt = DEFAULT_TRAIN.lr_decay,
     seed: SeedOpt = 2024,
     test_fraction: TestFractionOpt = 0.2,
     device: DeviceOpt = "auto",
@@ -314,8 +322,28 @@ def run(
     """All stages in order with one config; prints test metrics and model size."""
     target = RunDir(run_dir)
     dev = resolve_device(device)
-    pre_cfg = train_config(pretrain_epochs, batch_size, negatives, lr, l2, patience, eval_every, seed)
-    ref_cfg = train_config(refine_epochs, batch_size, negatives, lr, l2, patience, eval_every, seed)
+    pre_cfg = TrainConfig(
+        epochs=pretrain_epochs,
+        batch_size=batch_size,
+        negatives=negatives,
+        lr=lr,
+        l2=l2,
+        patience=patience,
+        eval_every=eval_every,
+        lr_decay=lr_decay,
+        seed=seed,
+    )
+    ref_cfg = TrainConfig(
+        epochs=refine_epochs,
+        batch_size=batch_size,
+        negatives=negatives,
+        lr=lr,
+        l2=l2,
+        patience=patience,
+        eval_every=eval_every,
+        lr_decay=lr_decay,
+        seed=seed,
+    )
     with RichReporter() as reporter:
         stages.prepare(target, data or demo_dataset(), seed, test_fraction, reporter)
         stages.partition(

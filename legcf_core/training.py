@@ -40,11 +40,11 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 65536
     negatives: int = 5
-    lr: float = 0.1
-    l2: float = 1e-4
+    lr: float = 0.05
+    l2: float = 3e-4
     patience: int = 5
     eval_every: int = 1
-    lr_decay: float = 1.0  # multiply lr by this after an evaluation without improvement
+    lr_decay: float = 0.5  # multiply lr by this after an evaluation without improvement
     seed: int = 2024
 
 
