@@ -104,6 +104,31 @@ DEFAULT_TRAIN = TrainConfig()
 DEFAULT_REFINE = stages.RefineConfig()
 
 
+def train_config(
+    epochs: int,
+    batch_size: int,
+    negatives: int,
+    lr: float,
+    l2: float,
+    patience: int,
+    eval_every: int,
+    lr_decay: float,
+    seed: int,
+) -> TrainConfig:
+    """The training options shared by pretrain, refine and run."""
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        negatives=negatives,
+        lr=lr,
+        l2=l2,
+        patience=patience,
+        eval_every=eval_every,
+        lr_decay=lr_decay,
+        seed=seed,
+    )
+
+
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
@@ -170,17 +195,7 @@ def pretrain(
     config = stages.PretrainConfig(
         dim,
         layers,
-        TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            negatives=negatives,
-            lr=lr,
-            l2=l2,
-            patience=patience,
-            eval_every=eval_every,
-            lr_decay=lr_decay,
-            seed=seed,
-        ),
+        train_config(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed),
     )
     with RichReporter() as reporter:
         metrics = stages.pretrain(RunDir(run_dir), config, resolve_device(device), reporter)
@@ -206,17 +221,7 @@ def refine(
     """Alternate training with closed-form assignment updates every m epochs."""
     config = stages.RefineConfig(
         update_every,
-        TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            negatives=negatives,
-            lr=lr,
-            l2=l2,
-            patience=patience,
-            eval_every=eval_every,
-            lr_decay=lr_decay,
-            seed=seed,
-        ),
+        train_config(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed),
     )
     with RichReporter() as reporter:
         metrics = stages.refine(RunDir(run_dir), config, resolve_device(device), reporter)
@@ -322,28 +327,10 @@ def run(
     """All stages in order with one config; prints test metrics and model size."""
     target = RunDir(run_dir)
     dev = resolve_device(device)
-    pre_cfg = TrainConfig(
-        epochs=pretrain_epochs,
-        batch_size=batch_size,
-        negatives=negatives,
-        lr=lr,
-        l2=l2,
-        patience=patience,
-        eval_every=eval_every,
-        lr_decay=lr_decay,
-        seed=seed,
+    pre_cfg = train_config(
+        pretrain_epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed
     )
-    ref_cfg = TrainConfig(
-        epochs=refine_epochs,
-        batch_size=batch_size,
-        negatives=negatives,
-        lr=lr,
-        l2=l2,
-        patience=patience,
-        eval_every=eval_every,
-        lr_decay=lr_decay,
-        seed=seed,
-    )
+    ref_cfg = train_config(refine_epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed)
     with RichReporter() as reporter:
         stages.prepare(target, data or demo_dataset(), seed, test_fraction, reporter)
         stages.partition(

@@ -69,7 +69,7 @@ def evaluate(
     train: sp.csr_matrix,
     truth: sp.csr_matrix,
     ks: Sequence[int] = DEFAULT_KS,
-    block_users: int = 2048,
+    block_users: int = 1024,
     on_block: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Mean metrics over users with held-out items; ``on_block(n)`` reports progress."""

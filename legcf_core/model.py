@@ -43,6 +43,7 @@ class CodebookModel:
     def set_assignment(self, assignment: sp.csr_matrix) -> None:
         """Install S, regenerate A' and the linear operator P (Algorithm 1, line 11)."""
         self.assignment = assignment.astype("float32").tocsr()
+        self.entity_operator = self.meta_operator = None  # free the old P before building the new
         expanded = normalize_symmetric(expanded_adjacency(self.adjacency, self.assignment))
         operator = linear_operator(to_torch_csr(expanded, self.device), self.assignment, self.layers)
         self.entity_operator = operator[: self.n_entities].contiguous()

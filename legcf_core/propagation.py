@@ -18,18 +18,25 @@ import scipy.sparse as sp
 import torch
 
 
+def csr_tensor(
+    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """A torch sparse CSR tensor from trusted arrays, without torch's beta warnings."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
+
+
 def to_torch_csr(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     """A scipy CSR matrix as a torch sparse CSR tensor on ``device``."""
     matrix = matrix.tocsr()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        tensor = torch.sparse_csr_tensor(
-            torch.from_numpy(matrix.indptr.astype(np.int64)),
-            torch.from_numpy(matrix.indices.astype(np.int64)),
-            torch.from_numpy(matrix.data.astype(np.float32)),
-            size=matrix.shape,
-            check_invariants=False,
-        )
+    tensor = csr_tensor(
+        torch.from_numpy(matrix.indptr.astype(np.int64)),
+        torch.from_numpy(matrix.indices.astype(np.int64)),
+        torch.from_numpy(matrix.data.astype(np.float32)),
+        matrix.shape,
+    )
     return tensor.to(device)
 
 
@@ -40,7 +47,7 @@ def propagate(adjacency: torch.Tensor, x0: torch.Tensor, layers: int) -> torch.T
     for _ in range(layers):
         x = torch.sparse.mm(adjacency, x)
         total += x
-    return total / (layers + 1)
+    return total.div_(layers + 1)
 
 
 def stacked_input(assignment: sp.csr_matrix) -> sp.csr_matrix:
@@ -50,6 +57,14 @@ def stacked_input(assignment: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def linear_operator(adjacency: torch.Tensor, assignment: sp.csr_matrix, layers: int) -> torch.Tensor:
-    """P = (1/(L+1)) sum_l Ahat'^l [S; I], dense, on the adjacency's device."""
-    x0 = torch.from_numpy(stacked_input(assignment).toarray()).to(adjacency.device)
-    return propagate(adjacency, x0, layers)
+    """P = (1/(L+1)) sum_l Ahat'^l [S; I], dense, on the adjacency's device.
+
+    Same loop as :func:`propagate`, written so that each layer's input is
+    freed as soon as the next exists: three (N+c) x c buffers at most.
+    """
+    x = torch.from_numpy(stacked_input(assignment).toarray()).to(adjacency.device)
+    total = x.clone()
+    for _ in range(layers):
+        x = torch.sparse.mm(adjacency, x)
+        total += x
+    return total.div_(layers + 1)

@@ -209,10 +209,6 @@ def _history(result: TrainResult) -> list[dict[str, Any]]:
     ]
 
 
-def _train_config_dict(config: TrainConfig) -> dict[str, Any]:
-    return asdict(config)
-
-
 def check_train_config(config: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "negatives", "patience", "eval_every"):
         if getattr(config, name) < 1:
@@ -265,7 +261,7 @@ def pretrain(
             "config": {
                 "dim": config.dim,
                 "layers": config.layers,
-                **_train_config_dict(config.train),
+                **asdict(config.train),
                 "device": str(device),
             },
             "inputs": run.inputs(art.DATA_FILE, art.PARTITION_FILE),
@@ -288,13 +284,11 @@ def _fit_with_progress(
     data: Interactions,
     config: TrainConfig,
     update_every: int | None,
-    baseline,
+    baseline: tuple[dict[str, float], torch.Tensor, sp.csr_matrix] | None,
     reporter: Reporter,
     label: str,
 ) -> TrainResult:
-    from legcf_core.training import NegativeSampler  # batch count only
-
-    n_batches = NegativeSampler(data.train, 1, 0).n_batches(config.batch_size)
+    n_batches = math.ceil(data.train.nnz / config.batch_size)
     epochs = reporter.task(f"{label} epochs", config.epochs, loss=float("nan"), ndcg=float("nan"))
     batches = reporter.task(f"{label} batches", n_batches, loss=float("nan"))
 
@@ -399,7 +393,7 @@ def refine(
         {
             "config": {
                 "update_every": config.update_every,
-                **_train_config_dict(config.train),
+                **asdict(config.train),
                 "device": str(device),
             },
             "inputs": run.inputs(art.DATA_FILE, art.PARTITION_FILE, art.PRETRAIN_FILE),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -29,6 +28,7 @@ import torch
 from legcf_core.errors import TrainingError
 from legcf_core.evaluation import evaluate
 from legcf_core.model import CodebookModel
+from legcf_core.propagation import csr_tensor
 
 VALIDATION_METRIC = "ndcg@20"
 
@@ -116,10 +116,16 @@ class NegativeSampler:
 class _BatchBPR(torch.autograd.Function):
     """BPR loss of one batch from the rows of H, with a hand-written backward.
 
-    Autograd through three gathers and their slices allocates several
-    half-million-row zero tensors per step and scatters with index_add;
-    here the gradient rows are formed directly and summed per entity with a
-    single sparse CSR product.
+    Autograd through the gathers allocates several half-million-row
+    temporaries per step and scatters with index_add. Here every gradient
+    row is a weighted sum of two small B x d matrices, [dL/dh_u; h_u], so
+    dL/dH is one sparse (N x 2B) by dense (2B x d) product:
+
+        dL/dh_u = sum_k g_uk h_jk - (sum_k g_uk) h_i      (rows ``users``)
+        dL/dh_i = -(sum_k g_uk) h_u                       (rows ``pos``)
+        dL/dh_jk = g_uk h_u                               (rows ``neg``)
+
+    with g = dL/d(y_uj - y_ui).
     """
 
     @staticmethod
@@ -137,28 +143,29 @@ class _BatchBPR(torch.autograd.Function):
         users, pos, neg, h_user, h_pos, h_neg, margin = ctx.saved_tensors
         b, k = neg.shape
         g = torch.sigmoid(margin) * (grad_out / (b * k))  # dL/d margin
-        g_sum = g.sum(1, keepdim=True)
-        grad_user = torch.einsum("bk,bkd->bd", g, h_neg) - g_sum * h_pos
-        grad_pos = -g_sum * h_user
-        grad_neg = (g.unsqueeze(2) * h_user.unsqueeze(1)).reshape(b * k, -1)
-        index = torch.cat([users, pos, neg.reshape(-1)])
-        rows = torch.cat([grad_user, grad_pos, grad_neg])
-        scatter = scatter_matrix(index, ctx.n_rows, rows.dtype)
-        return torch.sparse.mm(scatter, rows), None, None, None
-
-
-def scatter_matrix(index: torch.Tensor, n_rows: int, dtype: torch.dtype) -> torch.Tensor:
-    """The n_rows x len(index) 0/1 CSR matrix G^T with G[r, index[r]] = 1."""
-    order = torch.argsort(index)
-    counts = torch.bincount(index, minlength=n_rows)
-    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=index.device)
-    torch.cumsum(counts, 0, out=crow[1:])
-    values = torch.ones(index.numel(), dtype=dtype, device=index.device)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(
-            crow, order, values, size=(n_rows, index.numel()), check_invariants=False
+        g_sum = g.sum(1)
+        grad_user = torch.einsum("bk,bkd->bd", g, h_neg) - g_sum.unsqueeze(1) * h_pos
+        batch = torch.arange(b, device=users.device)
+        weights = scatter_matrix(
+            rows=torch.cat([users, pos, neg.reshape(-1)]),
+            columns=torch.cat([batch, batch + b, (batch + b).repeat_interleave(k)]),
+            values=torch.cat([torch.ones_like(g_sum), -g_sum, g.reshape(-1)]),
+            shape=(ctx.n_rows, 2 * b),
         )
+        return torch.sparse.mm(weights, torch.cat([grad_user, h_user])), None, None, None
+
+
+def scatter_matrix(
+    rows: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """The CSR matrix with ``values`` at (``rows``, ``columns``), duplicate entries summed."""
+    keys, inverse = torch.unique(rows * shape[1] + columns, sorted=True, return_inverse=True)
+    summed = torch.zeros(keys.numel(), dtype=values.dtype, device=values.device)
+    summed.index_add_(0, inverse, values)
+    counts = torch.bincount(keys // shape[1], minlength=shape[0])
+    crow = torch.zeros(shape[0] + 1, dtype=torch.int64, device=rows.device)
+    torch.cumsum(counts, 0, out=crow[1:])
+    return csr_tensor(crow, keys % shape[1], summed, shape)
 
 
 def batch_bpr(h: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
