@@ -42,13 +42,23 @@ def anchors(assignment: sp.csr_matrix) -> np.ndarray:
     return out
 
 
-def describe(codebook_shape: tuple[int, int], assignment: sp.csr_matrix, n_users: int) -> dict[str, Any]:
-    """The summary ``legcf inspect`` prints for one model."""
+def describe(
+    codebook_shape: tuple[int, int],
+    assignment: sp.csr_matrix,
+    n_users: int,
+    known_anchors: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The summary ``legcf inspect`` prints for one model.
+
+    ``known_anchors`` (the METIS parts of an initial S) replaces the argmax,
+    which cannot tell the anchor apart when w* = 1 - w* = 0.5.
+    """
     c, d = codebook_shape
     n = assignment.shape[0]
     per_row = np.diff(assignment.indptr)
     column_use = np.bincount(assignment.indices, minlength=c)
-    anchor_use = np.bincount(anchors(assignment)[per_row > 0], minlength=c)
+    anchor_of = anchors(assignment) if known_anchors is None else known_anchors
+    anchor_use = np.bincount(anchor_of[per_row > 0], minlength=c)
     params = embedding_params(codebook_shape, assignment)
     full = n * d
     return {

@@ -616,7 +616,10 @@ def inspect_path(path: Path, which: str = "auto") -> dict[str, Any]:
         run = art.RunDir(path)
         data = load_data(run)
         model = load_model(run, which)
-        summary = describe(tuple(model.codebook.shape), model.assignment, data.n_users)
+        parts = None
+        if model.origin == "pretrain":  # S is still S0: its anchors are the partition's parts
+            parts = art.read_tensors(run.file(art.PARTITION_FILE), kind="assignment")[0]["parts"]
+        summary = describe(tuple(model.codebook.shape), model.assignment, data.n_users, parts)
         summary["source"] = f"run:{model.stage}"
         partition_entry = run.load_manifest()["stages"].get("partition", {})
         summary["partition"] = {

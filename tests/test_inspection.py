@@ -52,3 +52,25 @@ def test_describe(assignment):
     assert summary["row_weight_sums"]["min"] == pytest.approx(1.0)
     assert summary["row_weight_sums"]["max"] == pytest.approx(1.0)
     assert summary["weights"]["max"] == pytest.approx(1.0) and summary["weights"]["min"] == pytest.approx(0.2)
+
+
+def test_known_anchors_break_equal_weight_ties(assignment):
+    # Row 2 weighs buckets 0 and 2 equally; the partition says its anchor is 2.
+    parts = np.array([0, 2, 2, 0, 1])
+    summary = describe((4, 6), assignment, n_users=2, known_anchors=parts)
+    assert summary["anchor_buckets_used"] == 3
+    assert summary["entities_per_anchor"]["max"] == 2.0
+    by_argmax = describe((4, 6), assignment, n_users=2)
+    assert by_argmax["anchor_buckets_used"] == 3  # argmax: 0, 2, 0, 0, 1
+    assert by_argmax["entities_per_anchor"]["max"] == 3.0
+
+
+def test_run_inspect_counts_metis_parts_as_anchors(trained_run):
+    from legcf_core import artifacts as art
+    from legcf_core.stages import inspect_path
+
+    run = art.RunDir(trained_run)
+    parts = art.read_tensors(run.file(art.PARTITION_FILE))[0]["parts"]
+    summary = inspect_path(trained_run, which="pretrain")  # S is S0 here
+    assert summary["anchor_buckets_used"] == len(np.unique(parts))
+    assert summary["entities_per_anchor"]["max"] == np.bincount(parts).max()
