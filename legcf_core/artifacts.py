@@ -36,7 +36,6 @@ PRETRAIN_FILE = "pretrain.safetensors"
 REFINE_FILE = "refine.safetensors"
 EXPORT_FILE = "model.safetensors"
 
-STAGE_ORDER = ("prepare", "partition", "pretrain", "refine", "evaluate", "export")
 
 
 # ---------------------------------------------------------------- atomic I/O
