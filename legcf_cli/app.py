@@ -319,6 +319,10 @@ def run(
     patience: PatienceOpt = DEFAULT_TRAIN.patience,
     eval_every: EvalEveryOpt = DEFAULT_TRAIN.eval_every,
     lr_decay: LrDecayOpt = DEFAULT_TRAIN.lr_decay,
+    refine_lr_decay: Annotated[
+        float,
+        typer.Option("--refine-lr-decay", help="--lr-decay for the refine stage (default: constant lr)."),
+    ] = DEFAULT_REFINE.train.lr_decay,
     seed: SeedOpt = 2024,
     test_fraction: TestFractionOpt = 0.2,
     device: DeviceOpt = "auto",
@@ -330,7 +334,9 @@ def run(
     pre_cfg = train_config(
         pretrain_epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed
     )
-    ref_cfg = train_config(refine_epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed)
+    ref_cfg = train_config(
+        refine_epochs, batch_size, negatives, lr, l2, patience, eval_every, refine_lr_decay, seed
+    )
     with RichReporter() as reporter:
         stages.prepare(target, data or demo_dataset(), seed, test_fraction, reporter)
         stages.partition(

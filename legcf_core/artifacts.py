@@ -37,7 +37,6 @@ REFINE_FILE = "refine.safetensors"
 EXPORT_FILE = "model.safetensors"
 
 
-
 # ---------------------------------------------------------------- atomic I/O
 
 

@@ -60,8 +60,12 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class RefineConfig:
+    """Refine keeps a constant learning rate by default: each assignment update
+    first costs validation accuracy, and decaying lr on those epochs left the
+    codebook unable to recover (docs/design.md)."""
+
     update_every: int = 1
-    train: TrainConfig = TrainConfig(epochs=30)
+    train: TrainConfig = TrainConfig(epochs=30, lr_decay=1.0)
 
 
 # -------------------------------------------------------------------- prepare
