@@ -33,7 +33,14 @@ from legcf_core.partition import (
     random_partition,
 )
 from legcf_core.progress import Reporter, SilentReporter
-from legcf_core.training import VALIDATION_METRIC, EpochLog, TrainConfig, TrainResult, fit
+from legcf_core.training import (
+    VALIDATION_METRIC,
+    EpochLog,
+    TrainConfig,
+    TrainResult,
+    batch_count,
+    fit,
+)
 
 SPLITS = ("train", "valid", "test")
 CPU = torch.device("cpu")
@@ -292,7 +299,7 @@ def _fit_with_progress(
     reporter: Reporter,
     label: str,
 ) -> TrainResult:
-    n_batches = math.ceil(data.train.nnz / config.batch_size)
+    n_batches = batch_count(data.train.nnz, config.batch_size)
     epochs = reporter.task(f"{label} epochs", config.epochs, loss=float("nan"), ndcg=float("nan"))
     batches = reporter.task(f"{label} batches", n_batches, loss=float("nan"))
 
@@ -327,12 +334,17 @@ def epoch_line(label: str, log: EpochLog) -> str:
 
 def load_codebook(
     run: art.RunDir, filename: str, stage: str
-) -> tuple[torch.Tensor, dict[str, str], dict[str, np.ndarray]]:
-    run.stage(stage)
+) -> tuple[torch.Tensor, dict[str, str], dict[str, np.ndarray], dict[str, Any]]:
+    """A trained stage's tensors, header and manifest entry, checked intact and up to date."""
+    entry = run.stage(stage)
+    if not run.is_fresh(stage):
+        raise ArtifactError(
+            f"{stage} results in {run.path} are older than their inputs; rerun 'legcf {stage}'"
+        )
     path = run.file(filename)
     tensors, meta = art.read_tensors(path)
     run.check_dataset(meta, path)
-    return torch.from_numpy(tensors["codebook"].copy()), meta, tensors
+    return torch.from_numpy(tensors["codebook"].copy()), meta, tensors, entry
 
 
 def refine(
@@ -352,12 +364,8 @@ def refine(
         raise ConfigError(f"--update-every must be >= 1, got {config.update_every}")
     data = load_data(run)
     assignment, part_config = load_initial_assignment(run)
-    codebook, meta, _ = load_codebook(run, art.PRETRAIN_FILE, "pretrain")
-    if not run.is_fresh("pretrain"):
-        raise ArtifactError(
-            f"pretrain results in {run.path} are older than its inputs; rerun 'legcf pretrain'"
-        )
-    pretrain_valid = run.stage("pretrain")["metrics"]
+    codebook, meta, _, pretrain_entry = load_codebook(run, art.PRETRAIN_FILE, "pretrain")
+    pretrain_valid = pretrain_entry["metrics"]
     started = time.perf_counter()
     layers = int(meta["layers"])
     model = CodebookModel(
@@ -446,20 +454,12 @@ def load_model(run: art.RunDir, which: str = "auto", reporter: Reporter | None =
             elif reporter is not None:
                 reporter.note("refine results are older than their inputs; using pretrain's model")
     if which == "refine":
-        codebook, meta, tensors = load_codebook(run, art.REFINE_FILE, "refine")
-        if not run.is_fresh("refine"):
-            raise ArtifactError(
-                f"refine results in {run.path} are older than their inputs; rerun 'legcf refine'"
-            )
+        codebook, meta, tensors, _ = load_codebook(run, art.REFINE_FILE, "refine")
         assignment = art.csr_from_arrays("assignment", tensors).astype(np.float32)
         return TrainedModel(
             codebook, assignment, int(meta["per_entity"]), int(meta["layers"]), "refine", meta["kept"]
         )
-    codebook, meta, _ = load_codebook(run, art.PRETRAIN_FILE, "pretrain")
-    if not run.is_fresh("pretrain"):
-        raise ArtifactError(
-            f"pretrain results in {run.path} are older than their inputs; rerun 'legcf pretrain'"
-        )
+    codebook, meta, _, _ = load_codebook(run, art.PRETRAIN_FILE, "pretrain")
     assignment, _ = load_initial_assignment(run)
     return TrainedModel(
         codebook, assignment, int(meta["per_entity"]), int(meta["layers"]), "pretrain", "pretrain"

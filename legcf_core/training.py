@@ -15,7 +15,6 @@ instead of composing every row of the batch.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -70,6 +69,11 @@ class TrainResult:
     stopped_early: bool = False
 
 
+def batch_count(n_positives: int, batch_size: int) -> int:
+    """Batches in one epoch over ``n_positives`` training pairs."""
+    return math.ceil(n_positives / batch_size)
+
+
 class NegativeSampler:
     """Shuffled training positives in batches, each with sampled negatives."""
 
@@ -82,7 +86,7 @@ class NegativeSampler:
         self.rng = np.random.default_rng(seed)
 
     def n_batches(self, batch_size: int) -> int:
-        return math.ceil(self.users.size / batch_size)
+        return batch_count(self.users.size, batch_size)
 
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         order = self.rng.permutation(self.users.size)
@@ -290,4 +294,4 @@ def fit(
 
 
 def _snapshot(tensor: torch.Tensor) -> torch.Tensor:
-    return copy.deepcopy(tensor.detach()).cpu()
+    return tensor.detach().cpu().clone()
