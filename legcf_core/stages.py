@@ -19,12 +19,22 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
+from legcf_core.backbones import make_backbone
 from legcf_core.data import Interactions, dataset_files, load_dataset
+from legcf_core.embeddings import (
+    PEP_THRESHOLD_INIT,
+    QRTable,
+    check_budget,
+    legcf_params,
+    prune_to_budget,
+    qr_remainders,
+    xavier_uniform,
+)
 from legcf_core.errors import ArtifactError, ConfigError
 from legcf_core.evaluation import DEFAULT_KS, evaluate
 from legcf_core.graph import bipartite_adjacency
-from legcf_core.inspection import describe, embedding_bytes, embedding_params
-from legcf_core.model import CodebookModel
+from legcf_core.inspection import describe
+from legcf_core.model import CodebookModel, GraphModel
 from legcf_core.partition import (
     check_anchor_weight,
     check_sizes,
@@ -33,6 +43,14 @@ from legcf_core.partition import (
     random_partition,
 )
 from legcf_core.progress import Reporter, SilentReporter
+from legcf_core.spec import (
+    BACKBONE_PREFIX,
+    ModelSpec,
+    build_model,
+    check_choice,
+    spec_from_arrays,
+    with_state,
+)
 from legcf_core.training import (
     VALIDATION_METRIC,
     EpochLog,
@@ -40,6 +58,8 @@ from legcf_core.training import (
     TrainResult,
     batch_count,
     fit,
+    prune,
+    validate,
 )
 
 SPLITS = ("train", "valid", "test")
@@ -63,6 +83,9 @@ class PretrainConfig:
     dim: int = 128
     layers: int = 3
     train: TrainConfig = TrainConfig()
+    embedding: str = "legcf"  # legcf, full, qr or pep
+    backbone: str = "lightgcn"  # lightgcn, ngcf or lrgccf
+    budget: int | None = None  # QR/PEP parameters; None: the run's LEGCF configuration
 
 
 @dataclass(frozen=True)
@@ -202,22 +225,23 @@ def load_initial_assignment(run: art.RunDir) -> tuple[sp.csr_matrix, dict[str, A
 
 def xavier_codebook(codebook_size: int, dim: int, seed: int) -> torch.Tensor:
     """E_meta drawn with Xavier (Glorot) uniform initialization, as in the paper."""
-    generator = torch.Generator().manual_seed(seed)
-    bound = (6.0 / (codebook_size + dim)) ** 0.5
-    return (torch.rand(codebook_size, dim, generator=generator) * 2 - 1) * bound
+    return xavier_uniform(codebook_size, dim, seed)
 
 
-def _history(result: TrainResult) -> list[dict[str, Any]]:
-    return [
-        {
+def _history(logs: list[EpochLog]) -> list[dict[str, Any]]:
+    rows = []
+    for log in logs:
+        row = {
             "epoch": log.epoch,
             "loss": round(log.loss, 6),
             "seconds": round(log.seconds, 3),
             VALIDATION_METRIC: None if log.valid is None else round(log.valid[VALIDATION_METRIC], 6),
             "updated": log.updated,
         }
-        for log in result.history
-    ]
+        if log.nonzeros is not None:
+            row["nonzeros"] = log.nonzeros
+        rows.append(row)
+    return rows
 
 
 def check_train_config(config: TrainConfig) -> None:
@@ -230,78 +254,180 @@ def check_train_config(config: TrainConfig) -> None:
         raise ConfigError(f"--l2 must be a finite number >= 0, got {config.l2}")
 
 
+def resolve_budget(run: art.RunDir, config: PretrainConfig, n_entities: int) -> tuple[int, str]:
+    """The parameter budget of a QR or PEP table, and where it came from.
+
+    An explicit ``--budget`` wins; else the LEGCF configuration of this run's
+    partition (c*d + N*t); else the paper's c = 500, t = 2.
+    """
+    if config.budget is not None:
+        budget, source = config.budget, "--budget"
+    else:
+        partition_entry = run.load_manifest().get("stages", {}).get("partition")
+        c, t = 500, 2
+        if partition_entry is not None:
+            c, t = partition_entry["config"]["codebook_size"], partition_entry["config"]["per_entity"]
+        budget = legcf_params(n_entities, config.dim, c, t)
+        source = f"LEGCF c={c}, t={t}, d={config.dim}"
+    check_budget(budget, n_entities, config.dim)
+    return budget, source
+
+
+def new_spec(
+    config: PretrainConfig,
+    n_entities: int,
+    budget: int | None,
+    assignment: sp.csr_matrix | None,
+    part_config: dict[str, Any] | None,
+) -> ModelSpec:
+    """Freshly initialized tensors of the chosen table and backbone (Xavier, seeded)."""
+    seed, dim = config.train.seed, config.dim
+    extra: dict[str, str] = {}
+    if config.embedding == "legcf":
+        tensors = {"codebook": xavier_uniform(part_config["codebook_size"], dim, seed)}
+    elif config.embedding in ("full", "pep"):
+        tensors = {"weight": xavier_uniform(n_entities, dim, seed)}
+        if config.embedding == "pep":
+            tensors["threshold"] = torch.full((dim,), PEP_THRESHOLD_INIT)
+            extra["budget"] = str(budget)
+    else:
+        remainders = qr_remainders(n_entities, dim, budget)
+        q, r = QRTable.initial(n_entities, dim, remainders, seed)
+        tensors = {"quotient": q, "remainder": r}
+        extra.update(budget=str(budget), remainders=str(remainders), quotients=str(q.shape[0]))
+    backbone = make_backbone(config.backbone, dim, config.layers, seed)
+    tensors.update({BACKBONE_PREFIX + k: v.detach().clone() for k, v in backbone.state_dict().items()})
+    per_entity = part_config["per_entity"] if part_config else 0
+    return ModelSpec(
+        config.embedding,
+        config.backbone,
+        dim,
+        config.layers,
+        tensors,
+        assignment,
+        None,
+        per_entity,
+        seed,
+        extra,
+    )
+
+
 def pretrain(
     run: art.RunDir,
     config: PretrainConfig,
     device: torch.device,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Learn E_meta with S fixed; keep the codebook best on validation NDCG@20."""
+    """Train the embedding table with any structure fixed; keep the best on validation NDCG@20.
+
+    For LEGCF that is the codebook with S fixed; for PEP it is the pruning
+    phase, which stops once the table fits the budget.
+    """
     reporter = reporter or SilentReporter()
     check_train_config(config.train)
+    check_choice(config.embedding, config.backbone)
     if config.dim < 1 or config.layers < 0:
         raise ConfigError(f"--dim must be >= 1 and --layers >= 0, got {config.dim} and {config.layers}")
     data = load_data(run)
-    assignment, part_config = load_initial_assignment(run)
+    assignment = part_config = budget = None
+    inputs = [art.DATA_FILE]
+    if config.embedding == "legcf":
+        assignment, part_config = load_initial_assignment(run)
+        inputs.append(art.PARTITION_FILE)
+    elif config.embedding in ("qr", "pep"):
+        budget, source = resolve_budget(run, config, data.n_entities)
     started = time.perf_counter()
-    codebook = xavier_codebook(part_config["codebook_size"], config.dim, config.train.seed)
-    model = CodebookModel(
-        bipartite_adjacency(data.train),
-        data.n_users,
-        assignment,
-        codebook,
-        part_config["per_entity"],
-        config.layers,
-        device,
-    )
-    result = _fit_with_progress(model, data, config.train, None, None, reporter, "pretrain")
+    spec = new_spec(config, data.n_entities, budget, assignment, part_config)
+    if budget is not None:
+        chosen = {k: spec.extra[k] for k in ("remainders", "quotients") if k in spec.extra}
+        reporter.note(f"{config.embedding} budget {budget:,} parameters ({source}){_chosen(chosen)}")
+    model = build_model(spec, data.train, data.n_users, device)
+    extra_entry: dict[str, Any] = {}
+    if config.embedding == "pep":
+        spec, best_valid, history, reached = _prune_with_progress(
+            model, spec, data, config.train, budget, device, reporter
+        )
+        best_epoch = history[-1].epoch
+        extra_entry = {"thresholds_reached_budget": reached}
+        if not reached:
+            reporter.note(f"thresholds left more than {budget:,} entries; kept the largest {budget:,}")
+    else:
+        result = _fit_with_progress(model, data, config.train, None, None, reporter, "pretrain")
+        spec = with_state(spec, result.best_state, None)
+        best_valid, history, best_epoch = result.best_valid, result.history, result.best_epoch
+        extra_entry = {"stopped_early": result.stopped_early}
     digest = run.load_manifest()["dataset"]["fingerprint"]
-    meta = art.header(
-        "codebook",
-        dataset=digest,
-        dim=config.dim,
-        layers=config.layers,
-        codebook_size=part_config["codebook_size"],
-        per_entity=part_config["per_entity"],
-    )
-    out = art.write_tensors(run.file(art.PRETRAIN_FILE), {"codebook": result.best_codebook.numpy()}, meta)
-    metrics = {"best_epoch": result.best_epoch, **_rounded(result.best_valid)}
+    kind = "codebook" if spec.embedding == "legcf" else "table"
+    meta = art.header(kind, dataset=digest, **spec.header())
+    out = art.write_tensors(run.file(art.PRETRAIN_FILE), spec.arrays(), meta)
+    metrics = {"best_epoch": best_epoch, **_rounded(best_valid), "params": spec.params()}
     run.record(
         "pretrain",
         {
             "config": {
                 "dim": config.dim,
                 "layers": config.layers,
+                "embedding": config.embedding,
+                "backbone": config.backbone,
+                "budget": budget,
                 **asdict(config.train),
                 "device": str(device),
             },
-            "inputs": run.inputs(art.DATA_FILE, art.PARTITION_FILE),
+            "inputs": run.inputs(*inputs),
             "outputs": {art.PRETRAIN_FILE: out},
             "metrics": metrics,
-            "history": _history(result),
-            "stopped_early": result.stopped_early,
+            "history": _history(history),
+            **extra_entry,
             "seconds": round(time.perf_counter() - started, 3),
         },
     )
     return metrics
 
 
+def _chosen(chosen: dict[str, str]) -> str:
+    return "" if not chosen else ": " + ", ".join(f"{k} {v}" for k, v in chosen.items())
+
+
+def _prune_with_progress(
+    model: GraphModel,
+    spec: ModelSpec,
+    data: Interactions,
+    config: TrainConfig,
+    budget: int,
+    device: torch.device,
+    reporter: Reporter,
+) -> tuple[ModelSpec, dict[str, float], list[EpochLog], bool]:
+    """PEP: prune to the budget, then store the surviving entries sparse, with their initial values."""
+    epochs, batches, on_batch, on_epoch = _progress(reporter, "prune", config, data.train.nnz)
+    try:
+        history, reached = prune(model, data.train, data.valid, config, budget, on_batch, on_epoch)
+    finally:
+        batches.close()
+        epochs.close()
+    with torch.no_grad():
+        pruned = prune_to_budget(model.table(), budget)
+    initial = spec.tensors["weight"].numpy()
+    coo = pruned.tocoo()
+    state = {k: v for k, v in model.state().items() if k.startswith(BACKBONE_PREFIX)}
+    state["values"] = torch.from_numpy(pruned.data.copy())
+    state["initial_values"] = torch.from_numpy(initial[coo.row, coo.col].astype(np.float32))
+    pruned_spec = ModelSpec(
+        "pep", spec.backbone, spec.dim, spec.layers, state, None, pruned, 0, spec.seed, dict(spec.extra)
+    )
+    valid = validate(build_model(pruned_spec, data.train, data.n_users, device), data.train, data.valid)
+    return pruned_spec, valid, history, reached
+
+
 def _rounded(values: dict[str, float]) -> dict[str, float]:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}
 
 
-def _fit_with_progress(
-    model: CodebookModel,
-    data: Interactions,
-    config: TrainConfig,
-    update_every: int | None,
-    baseline: tuple[dict[str, float], torch.Tensor, sp.csr_matrix] | None,
-    reporter: Reporter,
-    label: str,
-) -> TrainResult:
-    n_batches = batch_count(data.train.nnz, config.batch_size)
+def _progress(reporter: Reporter, label: str, config: TrainConfig, n_positives: int):
+    """Epoch and batch bars with the figures a user watches, and the callbacks that feed them."""
     epochs = reporter.task(f"{label} epochs", config.epochs, loss=float("nan"), ndcg=float("nan"))
-    batches = reporter.task(f"{label} batches", n_batches, loss=float("nan"))
+    batches = reporter.task(
+        f"{label} batches", batch_count(n_positives, config.batch_size), loss=float("nan")
+    )
 
     def on_batch(loss: float) -> None:
         batches.advance(1, loss=loss)
@@ -314,6 +440,19 @@ def _fit_with_progress(
         batches.update(completed=0)
         reporter.log(epoch_line(label, log))
 
+    return epochs, batches, on_batch, on_epoch
+
+
+def _fit_with_progress(
+    model: CodebookModel | GraphModel,
+    data: Interactions,
+    config: TrainConfig,
+    update_every: int | None,
+    baseline: tuple[dict[str, float], dict[str, torch.Tensor], sp.csr_matrix | None] | None,
+    reporter: Reporter,
+    label: str,
+) -> TrainResult:
+    epochs, batches, on_batch, on_epoch = _progress(reporter, label, config, data.train.nnz)
     try:
         return fit(model, data.train, data.valid, config, update_every, baseline, on_batch, on_epoch)
     finally:
@@ -328,14 +467,16 @@ def epoch_line(label: str, log: EpochLog) -> str:
         parts.append(f"valid {VALIDATION_METRIC} {log.valid[VALIDATION_METRIC]:.4f}")
     if log.updated:
         parts.append(f"S updated ({log.kept_rows} rows kept)")
+    if log.nonzeros is not None:
+        parts.append(f"{log.nonzeros:,} entries above threshold")
     parts.append(f"{log.seconds:.1f}s")
     return "  ".join(parts)
 
 
-def load_codebook(
+def load_trained(
     run: art.RunDir, filename: str, stage: str
-) -> tuple[torch.Tensor, dict[str, str], dict[str, np.ndarray], dict[str, Any]]:
-    """A trained stage's tensors, header and manifest entry, checked intact and up to date."""
+) -> tuple[ModelSpec, dict[str, str], dict[str, Any]]:
+    """A trained stage's model spec, header and manifest entry, checked intact and up to date."""
     entry = run.stage(stage)
     if not run.is_fresh(stage):
         raise ArtifactError(
@@ -344,7 +485,9 @@ def load_codebook(
     path = run.file(filename)
     tensors, meta = art.read_tensors(path)
     run.check_dataset(meta, path)
-    return torch.from_numpy(tensors["codebook"].copy()), meta, tensors, entry
+    if stage == "pretrain" and meta.get("embedding", "legcf") == "legcf":
+        tensors.update(art.csr_arrays("assignment", load_initial_assignment(run)[0]))
+    return spec_from_arrays(tensors, meta, path), meta, entry
 
 
 def refine(
@@ -353,7 +496,8 @@ def refine(
     device: torch.device,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Alternate BPR epochs with assignment updates every m epochs (Algorithm 1).
+    """LEGCF: alternate BPR epochs with assignment updates every m epochs (Algorithm 1).
+    PEP: retrain the pruned table's surviving entries from their initial values.
 
     The result is the best model on validation across pretrain and refine;
     ``kept`` says which, and ``improved`` whether refine beat pretrain.
@@ -363,42 +507,41 @@ def refine(
     if config.update_every < 1:
         raise ConfigError(f"--update-every must be >= 1, got {config.update_every}")
     data = load_data(run)
-    assignment, part_config = load_initial_assignment(run)
-    codebook, meta, _, pretrain_entry = load_codebook(run, art.PRETRAIN_FILE, "pretrain")
-    pretrain_valid = pretrain_entry["metrics"]
+    spec, meta, pretrain_entry = load_trained(run, art.PRETRAIN_FILE, "pretrain")
+    if spec.embedding not in ("legcf", "pep"):
+        raise ConfigError(
+            f"refine updates a LEGCF assignment or retrains a PEP-pruned table; "
+            f"this run's --embedding {spec.embedding} has nothing to refine (evaluate its pretrain model)"
+        )
+    pretrain_valid = {k: v for k, v in pretrain_entry["metrics"].items() if k not in ("best_epoch", "params")}
     started = time.perf_counter()
-    layers = int(meta["layers"])
-    model = CodebookModel(
-        bipartite_adjacency(data.train),
-        data.n_users,
-        assignment,
-        codebook,
-        part_config["per_entity"],
-        layers,
-        device,
-    )
-    baseline = ({k: v for k, v in pretrain_valid.items() if k != "best_epoch"}, codebook, assignment)
-    result = _fit_with_progress(model, data, config.train, config.update_every, baseline, reporter, "refine")
+    baseline = (pretrain_valid, dict(spec.tensors), spec.assignment)
+    inputs = [art.DATA_FILE, art.PRETRAIN_FILE]
+    if spec.embedding == "legcf":
+        inputs.insert(1, art.PARTITION_FILE)
+        start = spec
+        update_every: int | None = config.update_every
+    else:  # PEP retrains from the original initial values, backbone reinitialized
+        fresh = make_backbone(spec.backbone, spec.dim, spec.layers, spec.seed).state_dict()
+        tensors = {BACKBONE_PREFIX + k: v.detach().clone() for k, v in fresh.items()}
+        tensors["values"] = spec.tensors["initial_values"].clone()
+        start = with_state(spec, tensors, None)
+        update_every = None
+    model = build_model(start, data.train, data.n_users, device)
+    result = _fit_with_progress(model, data, config.train, update_every, baseline, reporter, "refine")
     improved = result.best_epoch > 0
     if not improved:
         reporter.note(
             f"refine did not beat pretrain on validation {VALIDATION_METRIC} "
             f"({pretrain_valid[VALIDATION_METRIC]:.4f}); keeping the pretrained model"
         )
-    out_meta = art.header(
-        "model",
-        dataset=meta["dataset"],
-        dim=meta["dim"],
-        layers=layers,
-        codebook_size=part_config["codebook_size"],
-        per_entity=part_config["per_entity"],
-        kept="refine" if improved else "pretrain",
-    )
-    tensors = {
-        "codebook": result.best_codebook.numpy(),
-        **art.csr_arrays("assignment", result.best_assignment),
-    }
-    out = art.write_tensors(run.file(art.REFINE_FILE), tensors, out_meta)
+    best_state = dict(result.best_state)
+    if spec.embedding == "pep":
+        best_state["initial_values"] = spec.tensors["initial_values"]
+    refined = with_state(spec, best_state, result.best_assignment)
+    kept = "refine" if improved else "pretrain"
+    out_meta = art.header("model", dataset=meta["dataset"], kept=kept, **refined.header())
+    out = art.write_tensors(run.file(art.REFINE_FILE), refined.arrays(), out_meta)
     metrics = {"best_epoch": result.best_epoch, **_rounded(result.best_valid)}
     run.record(
         "refine",
@@ -408,19 +551,19 @@ def refine(
                 **asdict(config.train),
                 "device": str(device),
             },
-            "inputs": run.inputs(art.DATA_FILE, art.PARTITION_FILE, art.PRETRAIN_FILE),
+            "inputs": run.inputs(*inputs),
             "outputs": {art.REFINE_FILE: out},
             "metrics": metrics,
-            "kept": "refine" if improved else "pretrain",
+            "kept": kept,
             "improved": improved,
             "pretrain_" + VALIDATION_METRIC: pretrain_valid[VALIDATION_METRIC],
             "rows_kept_at_update": [log.kept_rows for log in result.history if log.updated],
-            "history": _history(result),
+            "history": _history(result.history),
             "stopped_early": result.stopped_early,
             "seconds": round(time.perf_counter() - started, 3),
         },
     )
-    return {**metrics, "kept": "refine" if improved else "pretrain", "improved": improved}
+    return {**metrics, "kept": kept, "improved": improved}
 
 
 # ----------------------------------------------------------- trained models
@@ -428,18 +571,23 @@ def refine(
 
 @dataclass
 class TrainedModel:
-    """A codebook, its assignment and the graph facts needed to score."""
+    """A stored model and where it came from."""
 
-    codebook: torch.Tensor
-    assignment: sp.csr_matrix
-    per_entity: int
-    layers: int
+    spec: ModelSpec
     stage: str  # the artifact it was read from: pretrain, refine or export
     origin: str  # the stage whose training produced it (refine may keep pretrain's)
 
     @property
+    def codebook(self) -> torch.Tensor:
+        return self.spec.codebook
+
+    @property
+    def assignment(self) -> sp.csr_matrix | None:
+        return self.spec.assignment
+
+    @property
     def dim(self) -> int:
-        return int(self.codebook.shape[1])
+        return self.spec.dim
 
 
 def load_model(run: art.RunDir, which: str = "auto", reporter: Reporter | None = None) -> TrainedModel:
@@ -454,33 +602,19 @@ def load_model(run: art.RunDir, which: str = "auto", reporter: Reporter | None =
             elif reporter is not None:
                 reporter.note("refine results are older than their inputs; using pretrain's model")
     if which == "refine":
-        codebook, meta, tensors, _ = load_codebook(run, art.REFINE_FILE, "refine")
-        assignment = art.csr_from_arrays("assignment", tensors).astype(np.float32)
-        return TrainedModel(
-            codebook, assignment, int(meta["per_entity"]), int(meta["layers"]), "refine", meta["kept"]
-        )
-    codebook, meta, _, _ = load_codebook(run, art.PRETRAIN_FILE, "pretrain")
-    assignment, _ = load_initial_assignment(run)
-    return TrainedModel(
-        codebook, assignment, int(meta["per_entity"]), int(meta["layers"]), "pretrain", "pretrain"
-    )
+        spec, meta, _ = load_trained(run, art.REFINE_FILE, "refine")
+        return TrainedModel(spec, "refine", meta["kept"])
+    spec, _, _ = load_trained(run, art.PRETRAIN_FILE, "pretrain")
+    return TrainedModel(spec, "pretrain", "pretrain")
 
 
 def propagated_embeddings(
-    train: sp.csr_matrix, n_users: int, model: TrainedModel, device: torch.device
+    train: sp.csr_matrix, n_users: int, spec: ModelSpec, device: torch.device
 ) -> torch.Tensor:
-    """H_full of a trained model: what scoring uses."""
-    codebook_model = CodebookModel(
-        bipartite_adjacency(train),
-        n_users,
-        model.assignment,
-        model.codebook,
-        model.per_entity,
-        model.layers,
-        device,
-    )
+    """The propagated rows of all entities: what scoring uses."""
+    model = build_model(spec, train, n_users, device)
     with torch.no_grad():
-        return codebook_model.entity_embeddings()
+        return model.entity_embeddings()
 
 
 # -------------------------------------------------------------------- evaluate
@@ -503,7 +637,7 @@ def evaluate_run(
     data = load_data(run)
     model = load_model(run, which, reporter)
     started = time.perf_counter()
-    h = propagated_embeddings(data.train, data.n_users, model, device)
+    h = propagated_embeddings(data.train, data.n_users, model.spec, device)
     truth = data.split(split)
     n_eval = int((np.diff(truth.indptr) > 0).sum())
     task = reporter.task(f"evaluating {split}", n_eval)
@@ -531,27 +665,25 @@ def evaluate_run(
 
 
 def export(run: art.RunDir, output: Path | None = None, which: str = "auto") -> dict[str, Any]:
-    """One self-contained safetensors file: codebook, S, and the graph scoring needs."""
+    """One self-contained safetensors file: embedding layer, backbone weights, the graph to score with."""
     data = load_data(run)
     model = load_model(run, which)
+    spec = model.spec
     output = Path(output) if output is not None else run.file(art.EXPORT_FILE)
-    params = embedding_params(tuple(model.codebook.shape), model.assignment)
     digest = run.load_manifest()["dataset"]["fingerprint"]
     meta = art.header(
         "export",
         dataset=digest,
-        layers=model.layers,
         n_users=data.n_users,
         n_items=data.n_items,
-        dim=model.dim,
-        codebook_size=model.codebook.shape[0],
-        per_entity=model.per_entity,
-        params=params,
+        params=spec.params(),
         made_by=model.origin,
+        **spec.header(),
     )
+    arrays = spec.arrays()
+    arrays.pop("initial_values", None)  # only retraining needs these
     tensors = {
-        "codebook": model.codebook.numpy(),
-        **art.csr_arrays("assignment", model.assignment),
+        **arrays,
         **art.csr_arrays("train", data.train, with_data=False),
         "user_ids": data.user_ids,
         "item_ids": data.item_ids,
@@ -560,8 +692,10 @@ def export(run: art.RunDir, output: Path | None = None, which: str = "auto") -> 
     result = {
         "path": str(output),
         "bytes": output.stat().st_size,
-        "params": params,
-        "embedding_bytes": embedding_bytes(tuple(model.codebook.shape), model.assignment),
+        "params": spec.params(),
+        "embedding_bytes": spec.bytes(),
+        "embedding": spec.embedding,
+        "backbone": spec.backbone,
         "model": model.stage,
     }
     run.record(
@@ -581,36 +715,86 @@ def export(run: art.RunDir, output: Path | None = None, which: str = "auto") -> 
 class ExportedModel:
     """A model read back from ``legcf export``: enough to score every user."""
 
-    codebook: torch.Tensor
-    assignment: sp.csr_matrix
+    spec: ModelSpec
     train: sp.csr_matrix
-    per_entity: int
-    layers: int
     n_users: int
     user_ids: np.ndarray
     item_ids: np.ndarray
     origin: str
 
+    @property
+    def codebook(self) -> torch.Tensor:
+        return self.spec.codebook
+
+    @property
+    def assignment(self) -> sp.csr_matrix | None:
+        return self.spec.assignment
+
     def embeddings(self, device: torch.device = CPU) -> torch.Tensor:
-        model = TrainedModel(
-            self.codebook, self.assignment, self.per_entity, self.layers, "export", self.origin
-        )
-        return propagated_embeddings(self.train, self.n_users, model, device)
+        return propagated_embeddings(self.train, self.n_users, self.spec, device)
 
 
 def load_export(path: Path) -> ExportedModel:
     tensors, meta = art.read_tensors(Path(path), kind="export")
     return ExportedModel(
-        torch.from_numpy(tensors["codebook"].copy()),
-        art.csr_from_arrays("assignment", tensors).astype(np.float32),
+        spec_from_arrays(tensors, meta, path),
         art.csr_from_arrays("train", tensors).astype(np.float32),
-        int(meta["per_entity"]),
-        int(meta["layers"]),
         int(meta["n_users"]),
         tensors["user_ids"],
         tensors["item_ids"],
         meta["made_by"],
     )
+
+
+def describe_table(spec: ModelSpec, n_users: int, n_entities: int) -> dict[str, Any]:
+    """The inspect summary of a full, QR or PEP table (same keys as LEGCF's where they apply)."""
+    params, full = spec.params(), n_entities * spec.dim
+    summary: dict[str, Any] = {
+        "embedding": spec.embedding,
+        "backbone": spec.backbone,
+        "entities": n_entities,
+        "users": n_users,
+        "items": n_entities - n_users,
+        "dim": spec.dim,
+        "params": params,
+        "full_table_params": full,
+        "compression_ratio": round(full / params, 2) if params else None,
+        "bytes": spec.bytes(),
+        "full_table_bytes": 4 * full,
+    }
+    if spec.embedding == "full":
+        summary.update(buckets=n_entities, per_entity=1)
+    elif spec.embedding == "qr":
+        summary.update(
+            buckets=int(spec.tensors["quotient"].shape[0] + spec.tensors["remainder"].shape[0]),
+            per_entity=2,
+            quotients=int(spec.tensors["quotient"].shape[0]),
+            remainders=int(spec.tensors["remainder"].shape[0]),
+        )
+    else:
+        per_row = np.diff(spec.pattern.indptr)
+        summary.update(
+            buckets=n_entities,
+            per_entity=1,
+            nnz=int(spec.pattern.nnz),
+            density=round(spec.pattern.nnz / full, 6),
+            nonzeros_per_row={
+                "min": int(per_row.min()),
+                "mean": round(float(per_row.mean()), 3),
+                "max": int(per_row.max()),
+            },
+            empty_rows=int((per_row == 0).sum()),
+        )
+    return summary
+
+
+def describe_model(
+    spec: ModelSpec, n_users: int, n_entities: int, parts: np.ndarray | None
+) -> dict[str, Any]:
+    if spec.embedding != "legcf":
+        return describe_table(spec, n_users, n_entities)
+    summary = {"embedding": "legcf", "backbone": spec.backbone}
+    return {**summary, **describe(tuple(spec.codebook.shape), spec.assignment, n_users, parts)}
 
 
 def inspect_path(path: Path, which: str = "auto") -> dict[str, Any]:
@@ -621,20 +805,23 @@ def inspect_path(path: Path, which: str = "auto") -> dict[str, Any]:
         data = load_data(run)
         model = load_model(run, which)
         parts = None
-        if model.origin == "pretrain":  # S is still S0: its anchors are the partition's parts
+        if model.spec.embedding == "legcf" and model.origin == "pretrain":
+            # S is still S0: its anchors are the partition's parts
             parts = art.read_tensors(run.file(art.PARTITION_FILE), kind="assignment")[0]["parts"]
-        summary = describe(tuple(model.codebook.shape), model.assignment, data.n_users, parts)
+        summary = describe_model(model.spec, data.n_users, data.n_entities, parts)
         summary["source"] = f"run:{model.stage}"
-        partition_entry = run.load_manifest()["stages"].get("partition", {})
-        summary["partition"] = {
-            "init": partition_entry.get("config", {}).get("init"),
-            **partition_entry.get("metrics", {}),
-        }
+        if model.spec.embedding == "legcf":
+            partition_entry = run.load_manifest()["stages"].get("partition", {})
+            summary["partition"] = {
+                "init": partition_entry.get("config", {}).get("init"),
+                **partition_entry.get("metrics", {}),
+            }
         return summary
     if not path.exists():
         raise ArtifactError(f"{path} does not exist; give a run directory or an exported model file")
     exported = load_export(path)
-    summary = describe(tuple(exported.codebook.shape), exported.assignment, exported.n_users)
+    n_entities = exported.train.shape[0] + exported.train.shape[1]
+    summary = describe_model(exported.spec, exported.n_users, n_entities, None)
     summary["source"] = "export"
     summary["file_bytes"] = path.stat().st_size
     return summary

@@ -1,4 +1,4 @@
-"""BPR training of the codebook through the linear operator P, with early stopping.
+"""BPR training of a model (LEGCF or a baseline table on any backbone), with early stopping.
 
 A batch holds ``batch_size`` training positives (u, i), each with
 ``negatives`` items the user never interacted with (uniform, rejection
@@ -7,10 +7,11 @@ sampled). The loss is
     mean_{(u,i,j)} softplus(h_u.h_j - h_u.h_i)
       + (lambda/2) mean_{(u,i)} (|e_u|^2 + |e_i|^2 + mean_j |e_j|^2)
 
-with h = rows of H = P E_meta and e = rows of the layer-0 embeddings S E_meta
-(Eq. 4). The L2 term is computed as (lambda/2B) tr(E^T W E) with the c x c
-matrix W = S^T diag(n) S, n the batch's entity counts, so it costs O(c^2 d)
-instead of composing every row of the batch.
+with h = rows of the propagated H and e = rows of the layer-0 embeddings
+(Eq. 4). The model computes the L2 sum (for LEGCF on LightGCN as
+tr(E^T W E) with the c x c matrix W = S^T diag(n) S, so it costs O(c^2 d)
+instead of composing every row of the batch). :func:`prune` is PEP's pruning
+phase: train until the soft-thresholded table fits a parameter budget.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import torch
 
 from legcf_core.errors import TrainingError
 from legcf_core.evaluation import evaluate
-from legcf_core.model import CodebookModel
+from legcf_core.model import CodebookModel, GraphModel
 from legcf_core.propagation import csr_tensor
+
+Model = CodebookModel | GraphModel
 
 VALIDATION_METRIC = "ndcg@20"
 
@@ -55,18 +58,23 @@ class EpochLog:
     valid: dict[str, float] | None = None
     updated: bool = False
     kept_rows: int = 0
+    nonzeros: int | None = None  # PEP pruning: entries still above the threshold
 
 
 @dataclass
 class TrainResult:
     """The best state seen on validation and the history that led to it."""
 
-    best_codebook: torch.Tensor
-    best_assignment: sp.csr_matrix
+    best_state: dict[str, torch.Tensor]
+    best_assignment: sp.csr_matrix | None
     best_valid: dict[str, float]
     best_epoch: int
     history: list[EpochLog] = field(default_factory=list)
     stopped_early: bool = False
+
+    @property
+    def best_codebook(self) -> torch.Tensor:
+        return self.best_state["codebook"]
 
 
 def batch_count(n_positives: int, batch_size: int) -> int:
@@ -192,14 +200,8 @@ def batch_counts(n_entities: int, n_users: int, users, items, negatives) -> np.n
     return counts
 
 
-def l2_gram(assignment: sp.csr_matrix, counts: np.ndarray) -> np.ndarray:
-    """W = S^T diag(counts) S, so that sum_p counts_p |s_p E|^2 = tr(E^T W E)."""
-    weighted = sp.diags(counts.astype(np.float32)) @ assignment
-    return (assignment.T @ weighted).toarray()
-
-
 def train_epoch(
-    model: CodebookModel,
+    model: Model,
     sampler: NegativeSampler,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
@@ -210,17 +212,13 @@ def train_epoch(
     n_users, n_entities = model.n_users, model.n_entities
     total, batches = 0.0, 0
     for users, items, negatives in sampler.batches(config.batch_size):
-        gram = torch.from_numpy(
-            l2_gram(model.assignment, batch_counts(n_entities, n_users, users, items, negatives))
-        )
+        counts = batch_counts(n_entities, n_users, users, items, negatives)
         u = torch.from_numpy(users).to(device)
         i = torch.from_numpy(items + n_users).to(device)
         j = torch.from_numpy(negatives + n_users).to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = batch_bpr(model.entity_embeddings(), u, i, j)
-        codebook = model.codebook
-        reg = (codebook * (gram.to(device, codebook.dtype) @ codebook)).sum() * (config.l2 / (2 * users.size))
-        objective = loss + reg
+        h, l2 = model.outputs(counts)
+        objective = batch_bpr(h, u, i, j) + l2 * (config.l2 / (2 * users.size))
         objective.backward()
         optimizer.step()
         value = float(objective.detach())
@@ -233,7 +231,7 @@ def train_epoch(
     return total / max(batches, 1)
 
 
-def validate(model: CodebookModel, train: sp.csr_matrix, valid: sp.csr_matrix) -> dict[str, float]:
+def validate(model: Model, train: sp.csr_matrix, valid: sp.csr_matrix) -> dict[str, float]:
     """Validation metrics of the current model (full ranking)."""
     with torch.no_grad():
         h = model.entity_embeddings()
@@ -241,12 +239,12 @@ def validate(model: CodebookModel, train: sp.csr_matrix, valid: sp.csr_matrix) -
 
 
 def fit(
-    model: CodebookModel,
+    model: Model,
     train: sp.csr_matrix,
     valid: sp.csr_matrix,
     config: TrainConfig,
     update_every: int | None = None,
-    baseline: tuple[dict[str, float], torch.Tensor, sp.csr_matrix] | None = None,
+    baseline: tuple[dict[str, float], dict[str, torch.Tensor], sp.csr_matrix | None] | None = None,
     on_batch: Callable[[float], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> TrainResult:
@@ -258,11 +256,11 @@ def fit(
     """
     torch.manual_seed(config.seed)
     sampler = NegativeSampler(train, config.negatives, config.seed)
-    optimizer = torch.optim.Adam([model.codebook], lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if baseline is None:
-        best = TrainResult(_snapshot(model.codebook), model.assignment, {VALIDATION_METRIC: -1.0}, 0)
+        best = TrainResult(model.state(), model.assignment, {VALIDATION_METRIC: -1.0}, 0)
     else:
-        best = TrainResult(_snapshot(baseline[1]), baseline[2], baseline[0], 0)
+        best = TrainResult(dict(baseline[1]), baseline[2], baseline[0], 0)
     stale = 0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
@@ -274,7 +272,7 @@ def fit(
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             log.valid = validate(model, train, valid)
             if log.valid[VALIDATION_METRIC] > best.best_valid[VALIDATION_METRIC]:
-                best.best_codebook = _snapshot(model.codebook)
+                best.best_state = model.state()
                 best.best_assignment = model.assignment
                 best.best_valid = log.valid
                 best.best_epoch = epoch
@@ -293,5 +291,33 @@ def fit(
     return best
 
 
-def _snapshot(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().cpu().clone()
+
+def prune(
+    model: GraphModel,
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix,
+    config: TrainConfig,
+    budget: int,
+    on_batch: Callable[[float], None] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> tuple[list[EpochLog], bool]:
+    """PEP's pruning phase: train the soft-thresholded table until at most ``budget``
+    entries survive or ``config.epochs`` pass; returns the history and whether the
+    thresholds alone reached the budget."""
+    torch.manual_seed(config.seed)
+    sampler = NegativeSampler(train, config.negatives, config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    history: list[EpochLog] = []
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        log = EpochLog(epoch, train_epoch(model, sampler, optimizer, config, on_batch), 0.0)
+        log.nonzeros = model.params()
+        if epoch % config.eval_every == 0 or log.nonzeros <= budget:
+            log.valid = validate(model, train, valid)
+        log.seconds = time.perf_counter() - started
+        history.append(log)
+        if on_epoch is not None:
+            on_epoch(log)
+        if log.nonzeros <= budget:
+            return history, True
+    return history, False

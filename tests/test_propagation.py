@@ -10,9 +10,9 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core.graph import bipartite_adjacency, expanded_adjacency, normalize_symmetric
-from legcf_core.model import CodebookModel
+from legcf_core.model import CodebookModel, l2_gram
 from legcf_core.propagation import linear_operator, to_torch_csr
-from legcf_core.training import batch_bpr, batch_counts, l2_gram
+from legcf_core.training import batch_bpr, batch_counts
 
 CPU = torch.device("cpu")
 

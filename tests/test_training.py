@@ -73,7 +73,7 @@ def test_fit_keeps_an_unbeaten_baseline_and_stops_early():
     model = toy_model(train)
     baseline_codebook = torch.full_like(model.codebook, 0.5)
     baseline_assignment = model.assignment.copy()
-    baseline = ({"ndcg@20": 2.0}, baseline_codebook, baseline_assignment)  # cannot be beaten
+    baseline = ({"ndcg@20": 2.0}, {"codebook": baseline_codebook}, baseline_assignment)  # cannot be beaten
     config = TrainConfig(epochs=10, batch_size=64, lr=0.05, patience=2, seed=1)
     result = fit(model, train, valid, config, update_every=1, baseline=baseline)
     assert result.best_epoch == 0

@@ -1,0 +1,142 @@
+"""GNN backbones that propagate layer-0 embeddings over a user-item graph.
+
+* LightGCN (He et al., SIGIR'20): H = mean_l Ahat^l E0, Ahat = D^-1/2 A D^-1/2.
+* NGCF (Wang et al., SIGIR'19): E_{l+1} = LeakyReLU((Ahat + I) E_l W1_l
+  + (Ahat E_l * E_l) W2_l), each layer's output L2-normalized per row as in
+  the authors' code, H = [E_0 | E_1 | ... | E_L].
+* LR-GCCF (Chen et al., AAAI'20): E_{l+1} = Ahat_I E_l W_l with
+  Ahat_I = D^-1/2 (A + I) D^-1/2, no nonlinearity, H = [E_0 | ... | E_L].
+
+Each backbone normalizes the graph it is given (A, or LEGCF's expanded A')
+its own way. Scores are inner products of rows of H. Dropout, which NGCF
+uses, is left out: the comparison is about the embedding layer.
+"""
+
+from __future__ import annotations
+
+import scipy.sparse as sp
+import torch
+
+from legcf_core.graph import normalize_symmetric
+from legcf_core.propagation import to_torch_csr
+
+BACKBONES = ("lightgcn", "ngcf", "lrgccf")
+
+
+class _SymmetricProduct(torch.autograd.Function):
+    """Ahat x for a symmetric sparse Ahat: the backward is Ahat g, not Ahat^T g.
+
+    torch's CSR backward transposes the matrix on every call, which costs
+    twice the forward; symmetry makes the transpose unnecessary.
+    """
+
+    @staticmethod
+    def forward(ctx, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.adjacency = adjacency
+        return torch.sparse.mm(adjacency, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, torch.sparse.mm(ctx.adjacency, grad.contiguous())
+
+
+def symmetric_product(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Ahat x with a cheap backward; ``adjacency`` must be symmetric."""
+    return _SymmetricProduct.apply(adjacency, x)
+
+
+class LightGCN(torch.nn.Module):
+    """Parameter-free: the mean of Ahat^l E0 over layers 0..L."""
+
+    def __init__(self, dim: int, layers: int, seed: int = 0) -> None:
+        super().__init__()
+        self.dim, self.layers = dim, layers
+
+    @property
+    def output_dim(self) -> int:
+        return self.dim
+
+    @staticmethod
+    def normalize(adjacency: sp.csr_matrix) -> sp.csr_matrix:
+        return normalize_symmetric(adjacency)
+
+    def forward(self, adjacency: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        total, x = x0, x0
+        for _ in range(self.layers):
+            x = symmetric_product(adjacency, x)
+            total = total + x
+        return total / (self.layers + 1)
+
+
+def _glorot(dim_in: int, dim_out: int, generator: torch.Generator) -> torch.nn.Parameter:
+    bound = (6.0 / (dim_in + dim_out)) ** 0.5
+    return torch.nn.Parameter((torch.rand(dim_in, dim_out, generator=generator) * 2 - 1) * bound)
+
+
+class NGCF(torch.nn.Module):
+    """Two weight matrices and biases per layer; nonlinear, so no linear shortcut."""
+
+    def __init__(self, dim: int, layers: int, seed: int = 0) -> None:
+        super().__init__()
+        self.dim, self.layers = dim, layers
+        generator = torch.Generator().manual_seed(seed + 1)
+        self.w1 = torch.nn.ParameterList([_glorot(dim, dim, generator) for _ in range(layers)])
+        self.w2 = torch.nn.ParameterList([_glorot(dim, dim, generator) for _ in range(layers)])
+        self.b1 = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(dim)) for _ in range(layers)])
+        self.b2 = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(dim)) for _ in range(layers)])
+
+    @property
+    def output_dim(self) -> int:
+        return self.dim * (self.layers + 1)
+
+    @staticmethod
+    def normalize(adjacency: sp.csr_matrix) -> sp.csr_matrix:
+        return normalize_symmetric(adjacency)
+
+    def forward(self, adjacency: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        outputs, x = [x0], x0
+        for layer in range(self.layers):
+            side = symmetric_product(adjacency, x)
+            summed = (side + x) @ self.w1[layer] + self.b1[layer]
+            bi = (side * x) @ self.w2[layer] + self.b2[layer]
+            x = torch.nn.functional.leaky_relu(summed + bi, negative_slope=0.2)
+            outputs.append(torch.nn.functional.normalize(x, p=2, dim=1))
+        return torch.cat(outputs, dim=1)
+
+
+class LRGCCF(torch.nn.Module):
+    """Linear residual GCN: a weight matrix per layer, layers concatenated."""
+
+    def __init__(self, dim: int, layers: int, seed: int = 0) -> None:
+        super().__init__()
+        self.dim, self.layers = dim, layers
+        generator = torch.Generator().manual_seed(seed + 1)
+        self.weights = torch.nn.ParameterList([_glorot(dim, dim, generator) for _ in range(layers)])
+
+    @property
+    def output_dim(self) -> int:
+        return self.dim * (self.layers + 1)
+
+    @staticmethod
+    def normalize(adjacency: sp.csr_matrix) -> sp.csr_matrix:
+        identity = sp.identity(adjacency.shape[0], dtype=adjacency.dtype, format="csr")
+        return normalize_symmetric((adjacency + identity).tocsr())
+
+    def forward(self, adjacency: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        outputs, x = [x0], x0
+        for layer in range(self.layers):
+            x = symmetric_product(adjacency, x) @ self.weights[layer]
+            outputs.append(x)
+        return torch.cat(outputs, dim=1)
+
+
+def make_backbone(name: str, dim: int, layers: int, seed: int) -> torch.nn.Module:
+    classes = {"lightgcn": LightGCN, "ngcf": NGCF, "lrgccf": LRGCCF}
+    if name not in classes:
+        raise ValueError(f"unknown backbone {name!r}")
+    return classes[name](dim, layers, seed)
+
+
+def graph_tensor(backbone: torch.nn.Module, adjacency: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """The backbone's normalized adjacency as a torch CSR tensor."""
+    return to_torch_csr(backbone.normalize(adjacency), device)
