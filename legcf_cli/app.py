@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from legcf_cli.reporting import RichReporter, err_console
-from legcf_core import stages
+from legcf_core import experiments, stages
 from legcf_core.artifacts import RunDir
 from legcf_core.errors import LegcfError
 from legcf_core.runtime import keep_freed_memory, resolve_device
@@ -95,6 +95,18 @@ LrDecayOpt = Annotated[
     typer.Option("--lr-decay", help="Multiply the learning rate by this after a validation without gain."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+EmbeddingOpt = Annotated[
+    str,
+    typer.Option("--embedding", help="Embedding layer: legcf, full (one row per entity), qr or pep."),
+]
+BackboneOpt = Annotated[str, typer.Option("--backbone", help="GNN: lightgcn, ngcf or lrgccf.")]
+BudgetOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--budget",
+        help="Parameters a qr or pep table may store. Default: what LEGCF stores at this run's c and t.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 ModelOpt = Annotated[
     str, typer.Option("--model", help="Which trained model: auto (refine if present), pretrain or refine.")
@@ -188,14 +200,21 @@ def pretrain(
     patience: PatienceOpt = DEFAULT_TRAIN.patience,
     eval_every: EvalEveryOpt = DEFAULT_TRAIN.eval_every,
     lr_decay: LrDecayOpt = DEFAULT_TRAIN.lr_decay,
+    embedding: EmbeddingOpt = "legcf",
+    backbone: BackboneOpt = "lightgcn",
+    budget: BudgetOpt = None,
     seed: SeedOpt = 2024,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Learn the codebook with S fixed; keep the best on validation NDCG@20."""
+    """Learn the embedding layer (LEGCF: the codebook with S fixed; PEP: prune to the budget);
+    keep the best on validation NDCG@20."""
     config = stages.PretrainConfig(
         dim,
         layers,
         train_config(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed),
+        embedding,
+        backbone,
+        budget,
     )
     with RichReporter() as reporter:
         metrics = stages.pretrain(RunDir(run_dir), config, resolve_device(device), reporter)
@@ -218,7 +237,8 @@ def refine(
     seed: SeedOpt = 2024,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Alternate training with closed-form assignment updates every m epochs."""
+    """LEGCF: alternate training with closed-form assignment updates every m epochs.
+    PEP: retrain the pruned table from its initial values."""
     config = stages.RefineConfig(
         update_every,
         train_config(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed),
@@ -305,6 +325,9 @@ def run(
     init: InitOpt = "metis",
     dim: DimOpt = 128,
     layers: LayersOpt = 3,
+    embedding: EmbeddingOpt = "legcf",
+    backbone: BackboneOpt = "lightgcn",
+    budget: BudgetOpt = None,
     update_every: UpdateOpt = DEFAULT_REFINE.update_every,
     pretrain_epochs: Annotated[
         int, typer.Option("--pretrain-epochs", help="Maximum pretrain epochs.")
@@ -328,7 +351,10 @@ def run(
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """All stages in order with one config; prints test metrics and model size."""
+    """All stages in order with one config; prints test metrics and model size.
+
+    full and qr tables have no partition or refine stage; a qr or pep table
+    gets LEGCF's budget at --codebook-size and --per-entity unless --budget is given."""
     target = RunDir(run_dir)
     dev = resolve_device(device)
     pre_cfg = train_config(
@@ -337,25 +363,97 @@ def run(
     ref_cfg = train_config(
         refine_epochs, batch_size, negatives, lr, l2, patience, eval_every, refine_lr_decay, seed
     )
+    partition_cfg = stages.PartitionConfig(codebook_size, per_entity, anchor_weight, init, seed)
+    pretrain_cfg = stages.PretrainConfig(dim, layers, pre_cfg, embedding, backbone, budget)
     with RichReporter() as reporter:
-        stages.prepare(target, data or demo_dataset(), seed, test_fraction, reporter)
-        stages.partition(
-            target, stages.PartitionConfig(codebook_size, per_entity, anchor_weight, init, seed), reporter
+        summary = stages.run_all(
+            target,
+            data or demo_dataset(),
+            partition_cfg,
+            pretrain_cfg,
+            stages.RefineConfig(update_every, ref_cfg),
+            dev,
+            test_fraction,
+            reporter,
         )
-        stages.pretrain(target, stages.PretrainConfig(dim, layers, pre_cfg), dev, reporter)
-        refined = stages.refine(target, stages.RefineConfig(update_every, ref_cfg), dev, reporter)
-        result = stages.evaluate_run(target, "test", (10, 20), "auto", dev, reporter)
-    exported = stages.export(target)
-    summary = {
-        **result,
-        "kept": refined["kept"],
-        "params": exported["params"],
-        "model_file_bytes": exported["bytes"],
-    }
     if as_json:
         print_json(summary)
     else:
         print_mapping("legcf run: test metrics of the kept model", summary)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise LegcfError(f"--seeds must be a comma-separated list of integers, got {text!r}") from None
+
+
+@app.command()
+@user_errors
+def compare(
+    out_dir: Annotated[Path, typer.Argument(help="Output directory: runs/, <set>.md, .json and .png.")],
+    data: DataOpt = None,
+    sets: Annotated[
+        list[str],
+        typer.Option("--set", help=f"Named configuration set, repeatable: {', '.join(experiments.SETS)}."),
+    ] = ["table2"],  # noqa: B006 (typer needs a list default)
+    seeds: Annotated[
+        str, typer.Option("--seeds", help="Seeds, comma-separated; results are averaged.")
+    ] = "2024",
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Cap on pretrain and refine epochs (smoke runs).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Replace every configuration's batch size.")
+    ] = None,
+    dim: Annotated[int | None, typer.Option("--dim", help="Replace every configuration's d.")] = None,
+    codebook_size: Annotated[
+        int | None, typer.Option("--codebook-size", help="Replace c (except in the c sweep).")
+    ] = None,
+    device: DeviceOpt = "auto",
+    list_sets: Annotated[
+        bool, typer.Option("--list", help="Print the sets and their configurations.")
+    ] = False,
+) -> None:
+    """Run named sets of configurations (baselines, ablations, backbones, sweeps) and
+    write tables and plots. Finished configurations are skipped, so an interrupted
+    comparison resumes where it stopped."""
+    if list_sets:
+        for name, rows in experiments.SETS.items():
+            out_console.print(f"[bold]{name}[/]: {experiments.TITLES[name]}")
+            for row in rows:
+                out_console.print(f"  {row.name:<22} {row.key()}  model={row.model}", highlight=False)
+        return
+    overrides = experiments.Overrides(epochs, batch_size, dim, codebook_size)
+    command = compare_command(out_dir, data, sets, seeds, overrides)
+    with RichReporter() as reporter:
+        tables = experiments.compare(
+            out_dir,
+            sets,
+            data or demo_dataset(),
+            parse_seeds(seeds),
+            resolve_device(device),
+            overrides,
+            command,
+            reporter,
+        )
+    for name in tables:
+        print((out_dir / f"{name}.md").read_text())
+
+
+def compare_command(
+    out_dir: Path, data: Path | None, sets: list[str], seeds: str, overrides: experiments.Overrides
+) -> str:
+    """The command line that reproduces a comparison, for its tables."""
+    words = ["legcf compare", str(out_dir)]
+    if data is not None:
+        words += ["--data", str(data)]
+    words += [f"--set {name}" for name in sets] + ["--seeds", seeds]
+    for name, value in vars(overrides).items():
+        if value is not None:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    return " ".join(words)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -825,3 +825,52 @@ def inspect_path(path: Path, which: str = "auto") -> dict[str, Any]:
     summary["source"] = "export"
     summary["file_bytes"] = path.stat().st_size
     return summary
+
+
+# ------------------------------------------------------------------------ run
+
+
+def run_all(
+    run: art.RunDir,
+    data_path: Path,
+    partition_config: PartitionConfig,
+    pretrain_config: PretrainConfig,
+    refine_config: RefineConfig,
+    device: torch.device,
+    test_fraction: float = 0.2,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Every stage that applies to the chosen embedding, then test metrics and an export.
+
+    LEGCF runs partition, pretrain and refine; PEP pretrain (pruning) and
+    refine (retraining); full and QR tables pretrain only. A QR or PEP table
+    without ``budget`` gets LEGCF's at the partition config's c and t.
+    """
+    reporter = reporter or SilentReporter()
+    embedding = pretrain_config.embedding
+    check_choice(embedding, pretrain_config.backbone)
+    prepared = prepare(run, data_path, partition_config.seed, test_fraction, reporter)
+    if embedding == "legcf":
+        partition(run, partition_config, reporter)
+    elif embedding in ("qr", "pep") and pretrain_config.budget is None:
+        entities = prepared["users"] + prepared["items"]
+        check_sizes(entities, partition_config.codebook_size, partition_config.per_entity)
+        budget = legcf_params(
+            entities, pretrain_config.dim, partition_config.codebook_size, partition_config.per_entity
+        )
+        pretrain_config = replace(pretrain_config, budget=budget)
+    pretrain(run, pretrain_config, device, reporter)
+    kept = "pretrain"
+    if embedding in ("legcf", "pep"):
+        kept = refine(run, refine_config, device, reporter)["kept"]
+    result = evaluate_run(run, "test", (10, 20), "auto", device, reporter)
+    exported = export(run)
+    return {
+        **result,
+        "embedding": embedding,
+        "backbone": pretrain_config.backbone,
+        "kept": kept,
+        "params": exported["params"],
+        "embedding_bytes": exported["embedding_bytes"],
+        "model_file_bytes": exported["bytes"],
+    }

@@ -1,0 +1,392 @@
+"""Named sets of configurations, run one run directory each, aggregated into tables.
+
+An :class:`Experiment` is one row of a comparison: an embedding layer, a
+backbone and the symbols that size it, plus which trained model to score
+(``pretrain`` gives the paper's no-update ablation from the same run). Rows
+that differ only in that share one run directory, trained once.
+
+Results are kept per run directory in ``result.json``, written last, so an
+interrupted comparison resumes by skipping every configuration that has one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from legcf_core import artifacts as art
+from legcf_core import stages
+from legcf_core.errors import ArtifactError, ConfigError
+from legcf_core.progress import Reporter, SilentReporter
+from legcf_core.training import TrainConfig
+
+RESULT_FILE = "result.json"
+RESULT_VERSION = 1
+METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
+
+# Training settings per embedding layer, chosen on Gowalla's validation split
+# (docs/design.md, "Baselines"). LEGCF's are the engine defaults.
+TRAINING = {
+    "legcf": TrainConfig(),
+    "full": TrainConfig(lr=0.01, l2=1e-3),
+    "qr": TrainConfig(lr=0.01, l2=1e-4),
+    "pep": TrainConfig(lr=0.01, l2=1e-3),
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One configuration of a comparison and the model of it that is scored."""
+
+    name: str
+    embedding: str = "legcf"
+    backbone: str = "lightgcn"
+    dim: int = 128
+    layers: int = 3
+    codebook_size: int = 500
+    per_entity: int = 2
+    anchor_weight: float = 0.5
+    init: str = "metis"
+    update_every: int = 1
+    model: str = "auto"  # "pretrain": score the model before any assignment update
+    sweep: str = ""  # the swept symbol, for Figure 4 plots
+    value: float = 0.0  # its value in this row
+
+    def key(self) -> str:
+        """The run directory name: everything that changes training, nothing else."""
+        parts = [self.embedding, self.backbone, f"d{self.dim}", f"L{self.layers}"]
+        if self.embedding in ("legcf", "qr", "pep"):
+            parts += [f"c{self.codebook_size}", f"t{self.per_entity}"]
+        if self.embedding == "legcf":
+            parts += [f"w{self.anchor_weight:g}", self.init, f"m{self.update_every}"]
+        return "-".join(parts)
+
+
+def _sweep(symbol: str, values: list[float], **fixed: Any) -> list[Experiment]:
+    field = {"t": "per_entity", "c": "codebook_size", "w*": "anchor_weight", "m": "update_every"}[symbol]
+    rows = []
+    for value in values:
+        settings = {field: int(value) if symbol != "w*" else value, **fixed}
+        if symbol == "t" and value == 1:
+            settings["anchor_weight"] = 1.0  # one bucket per entity holds all the weight
+        rows.append(Experiment(f"{symbol}={value:g}", sweep=symbol, value=float(value), **settings))
+    return rows
+
+
+SETS: dict[str, list[Experiment]] = {
+    "table2": [
+        Experiment("full d=64", embedding="full", dim=64),
+        Experiment("full d=128", embedding="full"),
+        Experiment("QR", embedding="qr"),
+        Experiment("PEP", embedding="pep"),
+        Experiment("LEGCF"),
+    ],
+    "table3": [
+        Experiment("METIS, update"),
+        Experiment("METIS, no update", model="pretrain"),
+        Experiment("random, update", init="random"),
+        Experiment("random, no update", init="random", model="pretrain"),
+    ],
+    "table4": [
+        Experiment(f"{name} {backbone}", embedding=embedding, backbone=backbone)
+        for backbone in ("lightgcn", "ngcf", "lrgccf")
+        for embedding, name in (("full", "full"), ("legcf", "LEGCF"))
+    ],
+    "fig4-t": _sweep("t", [1, 2, 3, 4, 5]),
+    "fig4-c": _sweep("c", [100, 500, 1000, 5000, 10000]),
+    "fig4-w": _sweep("w*", [0.5, 0.6, 0.7, 0.8, 0.9]),
+    "fig4-m": _sweep("m", [1, 2, 3, 5, 10]),
+}
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Settings that replace the tuned ones for every configuration (smoke runs, tests)."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    dim: int | None = None
+    codebook_size: int | None = None
+
+
+def resolve(experiment: Experiment, overrides: Overrides) -> Experiment:
+    """The experiment with the overrides applied where it uses the default value
+    (a d=64 row stays d=64; the c sweep keeps its c values)."""
+    changes: dict[str, int] = {}
+    if overrides.dim and experiment.dim == Experiment.dim:
+        changes["dim"] = overrides.dim
+    if overrides.codebook_size and experiment.sweep != "c":
+        changes["codebook_size"] = overrides.codebook_size
+    return replace(experiment, **changes)
+
+
+def training_configs(
+    experiment: Experiment, seed: int, overrides: Overrides
+) -> tuple[TrainConfig, TrainConfig]:
+    """Pretrain and refine settings: the embedding's tuned ones, then the overrides."""
+    base = replace(TRAINING[experiment.embedding], seed=seed)
+    if overrides.batch_size:
+        base = replace(base, batch_size=overrides.batch_size)
+    pretrain = replace(base, epochs=overrides.epochs or base.epochs)
+    refine_defaults = stages.RefineConfig().train
+    refine = replace(
+        base, epochs=overrides.epochs or refine_defaults.epochs, lr_decay=refine_defaults.lr_decay
+    )
+    return pretrain, refine
+
+
+def run_experiment(
+    out: Path,
+    experiment: Experiment,
+    data_path: Path,
+    seed: int,
+    device: torch.device,
+    overrides: Overrides = Overrides(),
+    reporter: Reporter | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Train (unless done before) and score one configuration; returns its result and
+    whether it was run now (False: read from an earlier run)."""
+    reporter = reporter or SilentReporter()
+    experiment = resolve(experiment, overrides)
+    run_dir = out / "runs" / f"{experiment.key()}-seed{seed}"
+    done = read_result(run_dir)
+    if done is not None and done.get("overrides") == asdict(overrides):
+        return done, False
+    if run_dir.exists():  # an interrupted or differently configured run: start it over
+        shutil.rmtree(run_dir)
+    pretrain_train, refine_train = training_configs(experiment, seed, overrides)
+    partition_config = stages.PartitionConfig(
+        experiment.codebook_size, experiment.per_entity, experiment.anchor_weight, experiment.init, seed
+    )
+    pretrain_config = stages.PretrainConfig(
+        experiment.dim, experiment.layers, pretrain_train, experiment.embedding, experiment.backbone
+    )
+    refine_config = stages.RefineConfig(experiment.update_every, refine_train)
+    run = art.RunDir(run_dir)
+    started = time.perf_counter()
+    summary = stages.run_all(
+        run, data_path, partition_config, pretrain_config, refine_config, device, reporter=reporter
+    )
+    wall = time.perf_counter() - started
+    evaluations = {"auto": _metrics(summary)}
+    if "refine" in run.load_manifest()["stages"]:
+        evaluations["pretrain"] = _metrics(stages.evaluate_run(run, "test", (10, 20), "pretrain", device))
+    result = {
+        "result_version": RESULT_VERSION,
+        "key": experiment.key(),
+        "seed": seed,
+        "data": str(Path(data_path).resolve()),
+        "device": str(device),
+        "overrides": asdict(overrides),
+        "params": summary["params"],
+        "bytes": summary["embedding_bytes"],
+        "kept": summary["kept"],
+        "wall_s": round(wall, 1),
+        "evaluations": evaluations,
+    }
+    art.write_json_atomic(run_dir / RESULT_FILE, result)
+    return result, True
+
+
+def _metrics(values: dict[str, Any]) -> dict[str, float]:
+    return {name: float(values[name]) for name in METRICS}
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return result if result.get("result_version") == RESULT_VERSION else None
+
+
+def table_rows(
+    set_name: str,
+    results: dict[tuple[str, int], dict[str, Any]],
+    seeds: list[int],
+    overrides: Overrides = Overrides(),
+) -> list[dict[str, Any]]:
+    """One row per experiment of the set: metrics averaged over the seeds that finished."""
+    rows = []
+    for experiment in SETS[set_name]:
+        experiment = resolve(experiment, overrides)
+        found = [results[(experiment.key(), seed)] for seed in seeds if (experiment.key(), seed) in results]
+        if not found:
+            continue
+        scored = [r["evaluations"].get(experiment.model) for r in found]
+        scored = [s for s in scored if s is not None]
+        if not scored:
+            continue
+        row: dict[str, Any] = {
+            "name": experiment.name,
+            "embedding": experiment.embedding,
+            "backbone": experiment.backbone,
+            "model": experiment.model,
+            "run": experiment.key(),
+            "seeds": [r["seed"] for r in found],
+            "params": found[0]["params"] if experiment.model == "auto" else _pretrain_params(found[0]),
+            "bytes": found[0]["bytes"],
+            "wall_s": round(sum(r["wall_s"] for r in found) / len(found), 1),
+            "kept": [r["kept"] for r in found],
+        }
+        if experiment.sweep:
+            row.update(sweep=experiment.sweep, value=experiment.value)
+        for metric in METRICS:
+            values = [s[metric] for s in scored]
+            row[metric] = round(sum(values) / len(values), 6)
+            row[f"{metric}_std"] = round(_std(values), 6)
+        rows.append(row)
+    return rows
+
+
+def _pretrain_params(result: dict[str, Any]) -> int:
+    return result["params"]  # S0 has as many nonzeros as the updated S: N*t
+
+
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def markdown_table(title: str, rows: list[dict[str, Any]], command: str) -> str:
+    """The table a reader compares methods by, with the command that made it."""
+    lines = [
+        f"### {title}",
+        "",
+        f"`{command}`",
+        "",
+        "| configuration | params | bytes | N@10 | R@10 | N@20 | R@20 | wall | seeds | model kept |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        cells = [
+            f"{row[m]:.4f}" + (f" ± {row[m + '_std']:.4f}" if len(row["seeds"]) > 1 else "") for m in METRICS
+        ]
+        lines.append(
+            f"| {row['name']} | {row['params']:,} | {row['bytes']:,} | {' | '.join(cells)} "
+            f"| {_duration(row['wall_s'])} | {len(row['seeds'])} | {_kept(row)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _kept(row: dict[str, Any]) -> str:
+    if row["model"] == "pretrain":
+        return "pretrain (asked)"
+    return ", ".join(sorted(set(row["kept"])))
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def check_sets(names: list[str]) -> None:
+    unknown = [name for name in names if name not in SETS]
+    if unknown:
+        raise ConfigError(f"unknown set {', '.join(unknown)}; expected some of {', '.join(SETS)}")
+    if not names:
+        raise ConfigError("name at least one set with --set")
+
+
+def collect(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every finished result under ``out/runs``, by (run key, seed)."""
+    found = {}
+    runs = out / "runs"
+    if not runs.is_dir():
+        return found
+    for run_dir in sorted(runs.iterdir()):
+        result = read_result(run_dir)
+        if result is not None:
+            found[(result["key"], int(result["seed"]))] = result
+    return found
+
+
+def check_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{out} exists and is not a directory")
+
+
+def write_set(out: Path, set_name: str, rows: list[dict[str, Any]], command: str) -> list[Path]:
+    """``<set>.md``, ``<set>.json`` and ``<set>.png`` for one set's rows."""
+    from legcf_core.plots import pareto_plot, sweep_plot  # matplotlib only when plotting
+
+    title = f"{set_name}: {TITLES.get(set_name, set_name)}"
+    paths = [out / f"{set_name}.md", out / f"{set_name}.json", out / f"{set_name}.png"]
+    art.write_bytes_atomic(paths[0], markdown_table(title, rows, command).encode())
+    art.write_json_atomic(paths[1], {"set": set_name, "command": command, "rows": rows})
+    if set_name.startswith("fig4-"):
+        sweep_plot(rows, paths[2], title)
+    else:
+        pareto_plot(rows, paths[2], title=title)
+    return paths
+
+
+TITLES = {
+    "table2": "embedding layers at LEGCF's c=500, t=2 budget (paper Table 2)",
+    "table3": "METIS or random init, with or without assignment updates (paper Table 3)",
+    "table4": "three backbones, LEGCF against the full table (paper Table 4)",
+    "fig4-t": "meta-embeddings per entity t (paper Figure 4a)",
+    "fig4-c": "codebook size c (paper Figure 4b)",
+    "fig4-w": "anchor weight w* (paper Figure 4c)",
+    "fig4-m": "update interval m (paper Figure 4d)",
+}
+
+
+def compare(
+    out: Path,
+    set_names: list[str],
+    data_path: Path,
+    seeds: list[int],
+    device: torch.device,
+    overrides: Overrides = Overrides(),
+    command: str = "",
+    reporter: Reporter | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Run every configuration of the named sets for each seed (skipping finished ones),
+    then write each set's table and plot, plus ``pareto.png`` over all rows."""
+    from legcf_core.plots import pareto_plot
+
+    reporter = reporter or SilentReporter()
+    check_sets(set_names)
+    check_output(out)
+    if not seeds:
+        raise ConfigError("give at least one seed")
+    todo: dict[tuple[str, int], Experiment] = {}  # one training per run directory and seed
+    for set_name in set_names:
+        for experiment in SETS[set_name]:
+            for seed in seeds:
+                todo.setdefault((resolve(experiment, overrides).key(), seed), experiment)
+    overall = reporter.task("configurations", len(todo))
+    for (key, seed), experiment in todo.items():
+        label = f"{key} seed {seed}"
+        result, ran = run_experiment(out, experiment, Path(data_path), seed, device, overrides, reporter)
+        auto = result["evaluations"]["auto"]
+        reporter.log(
+            f"{'ran' if ran else 'done before'}: {label}  N@20 {auto['ndcg@20']:.4f}  "
+            f"R@20 {auto['recall@20']:.4f}  params {result['params']:,}  {result['wall_s']:.0f}s"
+        )
+        overall.advance(1)
+    overall.close()
+    results = collect(out)
+    tables = {}
+    every_row = []
+    for set_name in set_names:
+        rows = table_rows(set_name, results, seeds, overrides)
+        write_set(out, set_name, rows, command)
+        tables[set_name] = rows
+        every_row += [row for row in rows if row["model"] == "auto"]
+    unique = {row["run"]: row for row in every_row}
+    pareto_plot(list(unique.values()), out / "pareto.png", title="test NDCG@20 against embedding parameters")
+    return tables
