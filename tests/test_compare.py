@@ -1,0 +1,130 @@
+"""``legcf compare`` end to end on the shipped demo data: its table rows are what
+``legcf evaluate`` reports for the same run directories, the budgets hold, and a
+second invocation resumes instead of retraining."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from helpers import assert_clean_error, invoke, invoke_ok
+
+from legcf_core.embeddings import qr_remainders
+from legcf_core.experiments import SETS, Experiment, Overrides, resolve
+
+SMALL = ["--epochs", "2", "--batch-size", "4096", "--dim", "16", "--codebook-size", "30", "--device", "cpu"]
+OVERRIDES = Overrides(epochs=2, batch_size=4096, dim=16, codebook_size=30)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, demo_path) -> Path:
+    out = tmp_path_factory.mktemp("compare") / "out"
+    invoke_ok("compare", out, "--data", demo_path, "--set", "table2", "--set", "table3", *SMALL)
+    return out
+
+
+def rows_of(out: Path, set_name: str) -> list[dict]:
+    return json.loads((out / f"{set_name}.json").read_text())["rows"]
+
+
+def test_every_configuration_of_the_sets_has_a_row(compared):
+    for set_name in ("table2", "table3"):
+        names = [row["name"] for row in rows_of(compared, set_name)]
+        assert names == [experiment.name for experiment in SETS[set_name]]
+        markdown = (compared / f"{set_name}.md").read_text()
+        assert all(f"| {name} |" in markdown for name in names)
+        assert "legcf compare" in markdown  # the command that made it
+        assert (compared / f"{set_name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (compared / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("set_name", ["table2", "table3"])
+def test_rows_match_what_evaluate_reports(compared, set_name):
+    for row in rows_of(compared, set_name):
+        run_dir = compared / "runs" / f"{row['run']}-seed2024"
+        result = invoke_ok("evaluate", run_dir, "--model", row["model"], "--json", "--device", "cpu")
+        evaluated = json.loads(result.stdout)
+        for metric in ("ndcg@10", "recall@10", "ndcg@20", "recall@20"):
+            assert row[metric] == pytest.approx(evaluated[metric], abs=1e-6), (row["name"], metric)
+
+
+def test_baselines_fit_the_legcf_budget(compared):
+    rows = {row["name"]: row for row in rows_of(compared, "table2")}
+    budget = rows["LEGCF"]["params"]
+    inspected = json.loads(
+        invoke_ok("inspect", compared / "runs" / f"{rows['LEGCF']['run']}-seed2024", "--json").stdout
+    )
+    assert budget == inspected["params"] == 30 * 16 + inspected["entities"] * 2
+    assert rows["QR"]["params"] <= budget
+    r = qr_remainders(inspected["entities"], 16, budget)
+    assert rows["QR"]["params"] == (r + math.ceil(inspected["entities"] / r)) * 16
+    assert rows["PEP"]["params"] <= budget
+    assert rows["full d=64"]["params"] == inspected["entities"] * 64
+    assert rows["full d=128"]["params"] == inspected["entities"] * 16  # --dim replaced the default 128
+
+
+def test_no_update_rows_score_the_pretrained_model(compared):
+    rows = {row["name"]: row for row in rows_of(compared, "table3")}
+    assert rows["METIS, update"]["run"] == rows["METIS, no update"]["run"]  # trained once
+    manifest = json.loads(
+        (compared / "runs" / f"{rows['METIS, update']['run']}-seed2024" / "manifest.json").read_text()
+    )
+    results = manifest["stages"]["evaluate"]["results"]
+    assert rows["METIS, no update"]["ndcg@20"] == pytest.approx(results["pretrain/test"]["ndcg@20"], abs=1e-6)
+
+
+def test_a_second_run_resumes_and_reruns_only_what_is_missing(tmp_path, demo_path):
+    out = tmp_path / "out"
+    invoke_ok(
+        "compare",
+        out,
+        "--data",
+        demo_path,
+        "--set",
+        "fig4-m",
+        *SMALL[:-2],
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
+    results = sorted((out / "runs").glob("*/result.json"))
+    assert len(results) == len(SETS["fig4-m"])
+    before = {path: path.read_bytes() for path in results}
+    results[0].unlink()  # as if interrupted before this configuration finished
+    second = invoke_ok(
+        "compare",
+        out,
+        "--data",
+        demo_path,
+        "--set",
+        "fig4-m",
+        *SMALL[:-2],
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
+    assert second.stderr.count("done before") == len(results) - 1
+    for path in results[1:]:
+        assert path.read_bytes() == before[path]
+    assert results[0].is_file()
+
+
+def test_overrides_leave_non_default_values_alone():
+    assert resolve(Experiment("x", dim=64), OVERRIDES).dim == 64
+    assert resolve(Experiment("x"), OVERRIDES).dim == 16
+    assert resolve(SETS["fig4-c"][0], OVERRIDES).codebook_size == 100
+
+
+def test_unknown_set_is_a_clean_error(tmp_path, demo_path):
+    result = invoke("compare", tmp_path / "out", "--data", demo_path, "--set", "table9")
+    assert_clean_error(result, "table9")
+    assert not (tmp_path / "out").exists()
+
+
+def test_list_names_every_set():
+    output = invoke_ok("compare", "unused", "--list").stdout
+    assert all(name in output for name in SETS)
