@@ -302,22 +302,29 @@ def prune(
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> tuple[list[EpochLog], bool]:
     """PEP's pruning phase: train the soft-thresholded table until at most ``budget``
-    entries survive or ``config.epochs`` pass; returns the history and whether the
-    thresholds alone reached the budget."""
+    entries survive, validation stops improving (``patience``) or ``config.epochs``
+    pass; returns the history and whether the thresholds alone reached the budget."""
     torch.manual_seed(config.seed)
     sampler = NegativeSampler(train, config.negatives, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     history: list[EpochLog] = []
+    best, stale = -1.0, 0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         log = EpochLog(epoch, train_epoch(model, sampler, optimizer, config, on_batch), 0.0)
         log.nonzeros = model.params()
         if epoch % config.eval_every == 0 or log.nonzeros <= budget:
             log.valid = validate(model, train, valid)
+            if log.valid[VALIDATION_METRIC] > best:
+                best, stale = log.valid[VALIDATION_METRIC], 0
+            else:
+                stale += 1
         log.seconds = time.perf_counter() - started
         history.append(log)
         if on_epoch is not None:
             on_epoch(log)
         if log.nonzeros <= budget:
             return history, True
+        if stale >= config.patience:
+            break
     return history, False
