@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from legcf_core.artifacts import write_bytes_atomic  # noqa: E402
 
@@ -36,6 +37,7 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, metric: str = "ndcg@20",
             row["name"], (row["params"], row[metric]), textcoords="offset points", xytext=(5, 4), fontsize=8
         )
     axes.set_xscale("log")
+    axes.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
     axes.set_xlabel("embedding parameters (log scale)")
     axes.set_ylabel(f"test {metric.upper()}")
     axes.set_title(title or f"{metric.upper()} against size")
