@@ -2,9 +2,12 @@
 (closed-form solve + graph and operator rebuild) and full-ranking evaluation.
 
     python bench/hotpaths.py ../shared/data/gowalla --json
+    python bench/hotpaths.py ../shared/data/gowalla --embedding full --backbone ngcf --json
 
-prints {"epoch_s": ..., "update_s": ..., "eval_s": ..., "peak_rss_mb": ...}.
-A benchmark, not a test: numbers depend on the machine.
+prints {"epoch_s": ..., "update_s": ..., "eval_s": ..., "peak_rss_mb": ...}
+(``update_s`` only for LEGCF). LEGCF on LightGCN times the linear-operator
+path; any other embedding or backbone times explicit propagation. A
+benchmark, not a test: numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from pathlib import Path
 import torch
 
 from legcf_core.data import load_dataset
+from legcf_core.embeddings import legcf_params
 from legcf_core.evaluation import evaluate
 from legcf_core.graph import bipartite_adjacency
-from legcf_core.model import CodebookModel
 from legcf_core.partition import initial_assignment, metis_partition
 from legcf_core.runtime import keep_freed_memory, resolve_device
-from legcf_core.stages import xavier_codebook
+from legcf_core.spec import build_model
+from legcf_core.stages import PretrainConfig, new_spec
 from legcf_core.training import NegativeSampler, TrainConfig, train_epoch
 
 
@@ -55,6 +59,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--embedding", default="legcf", help="legcf, full, qr or pep")
+    parser.add_argument("--backbone", default="lightgcn", help="lightgcn, ngcf or lrgccf")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each path; the fastest is reported")
     parser.add_argument("--json", action="store_true")
@@ -66,11 +72,18 @@ def main() -> None:
     adjacency = bipartite_adjacency(data.train)
     metis_s, parts = timed(device, lambda: metis_partition(adjacency, args.codebook_size, 2024))
     assignment = initial_assignment(parts.parts, args.codebook_size, args.per_entity, 0.5, 2024)
-    codebook = xavier_codebook(args.codebook_size, args.dim, 2024)
-    model = CodebookModel(adjacency, data.n_users, assignment, codebook, args.per_entity, args.layers, device)
     config = TrainConfig(batch_size=args.batch_size)
+    legcf = args.embedding == "legcf"
+    spec = new_spec(
+        PretrainConfig(args.dim, args.layers, config, args.embedding, args.backbone),
+        data.n_entities,
+        legcf_params(data.n_entities, args.dim, args.codebook_size, args.per_entity),
+        assignment if legcf else None,
+        {"codebook_size": args.codebook_size, "per_entity": args.per_entity} if legcf else None,
+    )
+    model = build_model(spec, data.train, data.n_users, device)
     sampler = NegativeSampler(data.train, config.negatives, 2024)
-    optimizer = torch.optim.Adam([model.codebook], lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
     def eval_all() -> dict:
         with torch.no_grad():
@@ -80,11 +93,11 @@ def main() -> None:
     epoch_s = min(
         timed(device, lambda: train_epoch(model, sampler, optimizer, config))[0] for _ in range(args.repeat)
     )
-    update_s = min(timed(device, model.update_assignment)[0] for _ in range(args.repeat))
+    update_s = min(timed(device, model.update_assignment)[0] for _ in range(args.repeat)) if legcf else None
     eval_s = min(timed(device, eval_all)[0] for _ in range(args.repeat))
     result = {
         "epoch_s": round(epoch_s, 3),
-        "update_s": round(update_s, 3),
+        "update_s": None if update_s is None else round(update_s, 3),
         "eval_s": round(eval_s, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "metis_s": round(metis_s, 3),
@@ -92,6 +105,9 @@ def main() -> None:
         "users": data.n_users,
         "items": data.n_items,
         "batch_size": args.batch_size,
+        "embedding": args.embedding,
+        "backbone": args.backbone,
+        "params": model.params(),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),

@@ -151,8 +151,9 @@ class GraphModel:
 
     def outputs(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x0, h = self.propagate()
-        rows = torch.from_numpy(np.flatnonzero(counts)).to(self.device)
-        weights = torch.from_numpy(counts[rows.cpu().numpy()].astype(np.float32)).to(self.device)
+        present = np.flatnonzero(counts)
+        rows = torch.from_numpy(present).to(self.device)
+        weights = torch.from_numpy(counts[present].astype(np.float32)).to(self.device)
         l2 = (weights * x0.index_select(0, rows).pow(2).sum(1)).sum()
         return h[: self.n_entities], l2
 

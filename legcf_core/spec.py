@@ -29,6 +29,7 @@ from legcf_core.graph import bipartite_adjacency
 from legcf_core.model import CodebookModel, GraphModel
 
 BACKBONE_PREFIX = "backbone."
+SIZING_FIELDS = ("budget", "remainders", "quotients")  # how a QR or PEP table was sized
 
 
 def check_choice(embedding: str, backbone: str) -> None:
@@ -117,7 +118,6 @@ def spec_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, str], path: 
         assignment = art.csr_from_arrays("assignment", arrays).astype(np.float32)
     if embedding == "pep":
         pattern = art.csr_from_arrays("pattern", arrays).astype(np.float32)
-    known = {"embedding", "backbone", "dim", "layers", "seed", "codebook_size", "per_entity"}
     return ModelSpec(
         embedding,
         backbone,
@@ -128,7 +128,7 @@ def spec_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, str], path: 
         pattern,
         int(meta.get("per_entity", 0)),
         int(meta.get("seed", 0)),
-        {k: v for k, v in meta.items() if k in ("budget", "remainders", "quotients") and k not in known},
+        {k: v for k, v in meta.items() if k in SIZING_FIELDS},
     )
 
 
