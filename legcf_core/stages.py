@@ -85,7 +85,7 @@ class PretrainConfig:
     train: TrainConfig = TrainConfig()
     embedding: str = "legcf"  # legcf, full, qr or pep
     backbone: str = "lightgcn"  # lightgcn, ngcf or lrgccf
-    budget: int | None = None  # QR/PEP parameters; None: the run's LEGCF configuration
+    budget: int | None = None  # QR/PEP size (None: the run's LEGCF config); full: d = budget // N
 
 
 @dataclass(frozen=True)
@@ -273,6 +273,13 @@ def resolve_budget(run: art.RunDir, config: PretrainConfig, n_entities: int) -> 
     return budget, source
 
 
+def full_table_dim(budget: int, n_entities: int) -> int:
+    """The largest d with N*d <= budget."""
+    if budget < n_entities:
+        raise ConfigError(f"--budget {budget} is below one dimension of a full table ({n_entities} entities)")
+    return budget // n_entities
+
+
 def new_spec(
     config: PretrainConfig,
     n_entities: int,
@@ -336,6 +343,9 @@ def pretrain(
         inputs.append(art.PARTITION_FILE)
     elif config.embedding in ("qr", "pep"):
         budget, source = resolve_budget(run, config, data.n_entities)
+    elif config.budget is not None:  # a full table sized to a budget: the widest that fits
+        config = replace(config, dim=full_table_dim(config.budget, data.n_entities))
+        reporter.note(f"full table in {config.budget:,} parameters: d = {config.dim}")
     started = time.perf_counter()
     spec = new_spec(config, data.n_entities, budget, assignment, part_config)
     if budget is not None:
@@ -839,12 +849,14 @@ def run_all(
     device: torch.device,
     test_fraction: float = 0.2,
     reporter: Reporter | None = None,
+    match_budget: bool = False,
 ) -> dict[str, Any]:
     """Every stage that applies to the chosen embedding, then test metrics and an export.
 
     LEGCF runs partition, pretrain and refine; PEP pretrain (pruning) and
     refine (retraining); full and QR tables pretrain only. A QR or PEP table
-    without ``budget`` gets LEGCF's at the partition config's c and t.
+    without ``budget`` gets LEGCF's at the partition config's c and t, and so
+    does a full table with ``match_budget`` (its d is then solved for).
     """
     reporter = reporter or SilentReporter()
     embedding = pretrain_config.embedding
@@ -852,7 +864,7 @@ def run_all(
     prepared = prepare(run, data_path, partition_config.seed, test_fraction, reporter)
     if embedding == "legcf":
         partition(run, partition_config, reporter)
-    elif embedding in ("qr", "pep") and pretrain_config.budget is None:
+    elif pretrain_config.budget is None and (embedding in ("qr", "pep") or match_budget):
         entities = prepared["users"] + prepared["items"]
         check_sizes(entities, partition_config.codebook_size, partition_config.per_entity)
         budget = legcf_params(

@@ -121,3 +121,13 @@ def test_run_with_a_baseline_skips_the_stages_it_has_no_use_for(tmp_path, demo_p
     assert "partition" not in stages_run and "refine" not in stages_run
     entities = stages_run["prepare"]["metrics"]["users"] + stages_run["prepare"]["metrics"]["items"]
     assert summary["params"] <= 30 * 16 + 2 * entities
+
+
+def test_full_table_with_a_budget_gets_the_widest_dimension_that_fits(prepared_copy):
+    invoke_ok("pretrain", prepared_copy, "--embedding", "full", "--budget", "5000", *TINY)
+    summary = json.loads(invoke_ok("inspect", prepared_copy, "--json").stdout)
+    assert summary["dim"] == 5000 // summary["entities"]
+    assert summary["params"] == summary["dim"] * summary["entities"] <= 5000
+    assert_clean_error(
+        invoke("pretrain", prepared_copy, "--embedding", "full", "--budget", "10", *TINY), "budget"
+    )
