@@ -412,6 +412,9 @@ def compare(
         int | None, typer.Option("--codebook-size", help="Replace c (except in the c sweep).")
     ] = None,
     device: DeviceOpt = "auto",
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Train nothing: tables and plots from finished runs.")
+    ] = False,
     list_sets: Annotated[
         bool, typer.Option("--list", help="Print the sets and their configurations.")
     ] = False,
@@ -437,6 +440,7 @@ def compare(
             overrides,
             command,
             reporter,
+            train=not report_only,
         )
     for name in tables:
         print((out_dir / f"{name}.md").read_text())

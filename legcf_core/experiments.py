@@ -368,9 +368,12 @@ def compare(
     overrides: Overrides = Overrides(),
     command: str = "",
     reporter: Reporter | None = None,
+    train: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Run every configuration of the named sets for each seed (skipping finished ones),
-    then write each set's table and plot, plus ``pareto.png`` over all rows."""
+    then write each set's table and plot, plus ``pareto.png`` over all rows.
+
+    With ``train=False`` nothing is trained: the tables hold what has finished."""
     from legcf_core.plots import pareto_plot
 
     reporter = reporter or SilentReporter()
@@ -383,6 +386,8 @@ def compare(
         for experiment in SETS[set_name]:
             for seed in seeds:
                 todo.setdefault((resolve(experiment, overrides).key(), seed), experiment)
+    if not train:
+        todo = {}
     overall = reporter.task("configurations", len(todo))
     for (key, seed), experiment in todo.items():
         label = f"{key} seed {seed}"

@@ -128,3 +128,23 @@ def test_unknown_set_is_a_clean_error(tmp_path, demo_path):
 def test_list_names_every_set():
     output = invoke_ok("compare", "unused", "--list").stdout
     assert all(name in output for name in SETS)
+
+
+def test_report_only_trains_nothing(compared, demo_path):
+    runs_before = sorted(p.name for p in (compared / "runs").iterdir())
+    result = invoke_ok(
+        "compare",
+        compared,
+        "--data",
+        demo_path,
+        "--set",
+        "table2",
+        "--set",
+        "fig4-t",
+        "--report-only",
+        *SMALL,
+    )
+    assert sorted(p.name for p in (compared / "runs").iterdir()) == runs_before
+    assert [row["name"] for row in rows_of(compared, "table2")] == [e.name for e in SETS["table2"]]
+    assert rows_of(compared, "fig4-t") == []  # nothing of it has finished
+    assert "| LEGCF |" in result.stdout
