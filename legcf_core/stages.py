@@ -587,18 +587,6 @@ class TrainedModel:
     stage: str  # the artifact it was read from: pretrain, refine or export
     origin: str  # the stage whose training produced it (refine may keep pretrain's)
 
-    @property
-    def codebook(self) -> torch.Tensor:
-        return self.spec.codebook
-
-    @property
-    def assignment(self) -> sp.csr_matrix | None:
-        return self.spec.assignment
-
-    @property
-    def dim(self) -> int:
-        return self.spec.dim
-
 
 def load_model(run: art.RunDir, which: str = "auto", reporter: Reporter | None = None) -> TrainedModel:
     """The refined model if it is up to date (or asked for), else the pretrained one."""
@@ -731,14 +719,6 @@ class ExportedModel:
     user_ids: np.ndarray
     item_ids: np.ndarray
     origin: str
-
-    @property
-    def codebook(self) -> torch.Tensor:
-        return self.spec.codebook
-
-    @property
-    def assignment(self) -> sp.csr_matrix | None:
-        return self.spec.assignment
 
     def embeddings(self, device: torch.device = CPU) -> torch.Tensor:
         return propagated_embeddings(self.train, self.n_users, self.spec, device)

@@ -77,36 +77,13 @@ def test_no_update_rows_score_the_pretrained_model(compared):
 
 def test_a_second_run_resumes_and_reruns_only_what_is_missing(tmp_path, demo_path):
     out = tmp_path / "out"
-    invoke_ok(
-        "compare",
-        out,
-        "--data",
-        demo_path,
-        "--set",
-        "fig4-m",
-        *SMALL[:-2],
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-    )
+    one_epoch = [*SMALL[:-2], "--epochs", "1", "--device", "cpu"]
+    invoke_ok("compare", out, "--data", demo_path, "--set", "fig4-m", *one_epoch)
     results = sorted((out / "runs").glob("*/result.json"))
     assert len(results) == len(SETS["fig4-m"])
     before = {path: path.read_bytes() for path in results}
     results[0].unlink()  # as if interrupted before this configuration finished
-    second = invoke_ok(
-        "compare",
-        out,
-        "--data",
-        demo_path,
-        "--set",
-        "fig4-m",
-        *SMALL[:-2],
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-    )
+    second = invoke_ok("compare", out, "--data", demo_path, "--set", "fig4-m", *one_epoch)
     assert second.stderr.count("done before") == len(results) - 1
     for path in results[1:]:
         assert path.read_bytes() == before[path]
