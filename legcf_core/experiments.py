@@ -43,6 +43,12 @@ TRAINING = {
 }
 
 
+# NGCF's epoch on Gowalla costs ~30 s on 2 cores (two d x d products per layer,
+# forward and backward): its pretrain and refine are capped so that a
+# configuration finishes within 30 minutes (docs/baselines.md).
+EPOCH_CAPS = {"ngcf": (30, 10)}
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One configuration of a comparison and the model of it that is scored."""
@@ -142,11 +148,12 @@ def training_configs(
     base = replace(TRAINING[experiment.embedding], seed=seed)
     if overrides.batch_size:
         base = replace(base, batch_size=overrides.batch_size)
-    pretrain = replace(base, epochs=overrides.epochs or base.epochs)
     refine_defaults = stages.RefineConfig().train
-    refine = replace(
-        base, epochs=overrides.epochs or refine_defaults.epochs, lr_decay=refine_defaults.lr_decay
+    pretrain_epochs, refine_epochs = EPOCH_CAPS.get(
+        experiment.backbone, (base.epochs, refine_defaults.epochs)
     )
+    pretrain = replace(base, epochs=overrides.epochs or pretrain_epochs)
+    refine = replace(base, epochs=overrides.epochs or refine_epochs, lr_decay=refine_defaults.lr_decay)
     return pretrain, refine
 
 
