@@ -1,9 +1,10 @@
 """GNN backbones that propagate layer-0 embeddings over a user-item graph.
 
 * LightGCN (He et al., SIGIR'20): H = mean_l Ahat^l E0, Ahat = D^-1/2 A D^-1/2.
-* NGCF (Wang et al., SIGIR'19): E_{l+1} = LeakyReLU((Ahat + I) E_l W1_l
-  + (Ahat E_l * E_l) W2_l), each layer's output L2-normalized per row as in
-  the authors' code, H = [E_0 | E_1 | ... | E_L].
+* NGCF (Wang et al., SIGIR'19, Eq. 7): E_{l+1} = LeakyReLU((Ahat + I) E_l W1_l
+  + (Ahat E_l * E_l) W2_l), H = [E_0 | E_1 | ... | E_L]. The authors' code
+  also L2-normalizes each layer's rows; the paper does not, and neither do
+  we (docs/baselines.md measures both).
 * LR-GCCF (Chen et al., AAAI'20): E_{l+1} = Ahat_I E_l W_l with
   Ahat_I = D^-1/2 (A + I) D^-1/2, no nonlinearity, H = [E_0 | ... | E_L].
 
@@ -100,7 +101,7 @@ class NGCF(torch.nn.Module):
             summed = (side + x) @ self.w1[layer] + self.b1[layer]
             bi = (side * x) @ self.w2[layer] + self.b2[layer]
             x = torch.nn.functional.leaky_relu(summed + bi, negative_slope=0.2)
-            outputs.append(torch.nn.functional.normalize(x, p=2, dim=1))
+            outputs.append(x)
         return torch.cat(outputs, dim=1)
 
 
