@@ -23,7 +23,7 @@ from legcf_core import experiments, stages
 from legcf_core.artifacts import RunDir
 from legcf_core.errors import LegcfError
 from legcf_core.runtime import keep_freed_memory, resolve_device
-from legcf_core.training import TrainConfig
+from legcf_core.training import TrainConfig, default_lr
 
 app = typer.Typer(
     name="legcf",
@@ -84,7 +84,13 @@ UpdateOpt = Annotated[int, typer.Option("--update-every", "-m", help="m: epochs 
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Maximum number of epochs.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Training positives per batch.")]
 NegOpt = Annotated[int, typer.Option("--negatives", help="Sampled negatives per positive.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (matched to --batch-size).")]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lr",
+        help="Adam learning rate, matched to --batch-size (0.05 on LightGCN, 0.005 on NGCF and LR-GCCF).",
+    ),
+]
 L2Opt = Annotated[float, typer.Option("--l2", help="lambda: L2 penalty on layer-0 embeddings.")]
 PatienceOpt = Annotated[
     int, typer.Option("--patience", help="Stop after this many evaluations without improvement.")
@@ -195,7 +201,7 @@ def pretrain(
     epochs: EpochsOpt = DEFAULT_TRAIN.epochs,
     batch_size: BatchOpt = DEFAULT_TRAIN.batch_size,
     negatives: NegOpt = DEFAULT_TRAIN.negatives,
-    lr: LrOpt = DEFAULT_TRAIN.lr,
+    lr: LrOpt = None,
     l2: L2Opt = DEFAULT_TRAIN.l2,
     patience: PatienceOpt = DEFAULT_TRAIN.patience,
     eval_every: EvalEveryOpt = DEFAULT_TRAIN.eval_every,
@@ -208,6 +214,7 @@ def pretrain(
 ) -> None:
     """Learn the embedding layer (LEGCF: the codebook with S fixed; PEP: prune to the budget);
     keep the best on validation NDCG@20."""
+    lr = default_lr(backbone) if lr is None else lr
     config = stages.PretrainConfig(
         dim,
         layers,
@@ -229,7 +236,7 @@ def refine(
     epochs: EpochsOpt = DEFAULT_REFINE.train.epochs,
     batch_size: BatchOpt = DEFAULT_REFINE.train.batch_size,
     negatives: NegOpt = DEFAULT_REFINE.train.negatives,
-    lr: LrOpt = DEFAULT_REFINE.train.lr,
+    lr: LrOpt = None,
     l2: L2Opt = DEFAULT_REFINE.train.l2,
     patience: PatienceOpt = DEFAULT_REFINE.train.patience,
     eval_every: EvalEveryOpt = DEFAULT_REFINE.train.eval_every,
@@ -239,6 +246,7 @@ def refine(
 ) -> None:
     """LEGCF: alternate training with closed-form assignment updates every m epochs.
     PEP: retrain the pruned table from its initial values."""
+    lr = default_lr(stages.trained_backbone(RunDir(run_dir))) if lr is None else lr
     config = stages.RefineConfig(
         update_every,
         train_config(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed),
@@ -337,7 +345,7 @@ def run(
     ] = DEFAULT_REFINE.train.epochs,
     batch_size: BatchOpt = DEFAULT_TRAIN.batch_size,
     negatives: NegOpt = DEFAULT_TRAIN.negatives,
-    lr: LrOpt = DEFAULT_TRAIN.lr,
+    lr: LrOpt = None,
     l2: L2Opt = DEFAULT_TRAIN.l2,
     patience: PatienceOpt = DEFAULT_TRAIN.patience,
     eval_every: EvalEveryOpt = DEFAULT_TRAIN.eval_every,
@@ -357,6 +365,7 @@ def run(
     gets LEGCF's budget at --codebook-size and --per-entity unless --budget is given."""
     target = RunDir(run_dir)
     dev = resolve_device(device)
+    lr = default_lr(backbone) if lr is None else lr
     pre_cfg = train_config(
         pretrain_epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed
     )

@@ -500,6 +500,15 @@ def load_trained(
     return spec_from_arrays(tensors, meta, path), meta, entry
 
 
+def trained_backbone(run: art.RunDir) -> str:
+    """The backbone this run's pretrain used (LightGCN if none is recorded yet)."""
+    try:
+        entry = run.load_manifest().get("stages", {}).get("pretrain", {})
+    except ArtifactError:
+        return "lightgcn"  # refine itself reports the missing run
+    return entry.get("config", {}).get("backbone", "lightgcn")
+
+
 def refine(
     run: art.RunDir,
     config: RefineConfig,
