@@ -14,7 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
 from legcf_core.artifacts import write_bytes_atomic  # noqa: E402
 
@@ -28,6 +28,14 @@ def _save(figure: plt.Figure, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
+def _count(value: float, _position: int) -> str:
+    """A parameter count as people say it: 200k, 9M."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
 def pareto_plot(rows: list[dict[str, Any]], path: Path, metric: str = "ndcg@20", title: str = "") -> None:
     """Accuracy against stored parameters (log scale): the view a user picks a method from."""
     figure, axes = plt.subplots(figsize=(6.4, 4.4))
@@ -37,7 +45,9 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, metric: str = "ndcg@20",
             row["name"], (row["params"], row[metric]), textcoords="offset points", xytext=(5, 4), fontsize=8
         )
     axes.set_xscale("log")
-    axes.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
+    axes.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # 1-2-5 ticks, labelled like 200k
+    axes.xaxis.set_major_formatter(FuncFormatter(_count))
+    axes.xaxis.set_minor_formatter(FuncFormatter(_count))
     axes.set_xlabel("embedding parameters (log scale)")
     axes.set_ylabel(f"test {metric.upper()}")
     axes.set_title(title or f"{metric.upper()} against size")
