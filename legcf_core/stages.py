@@ -379,7 +379,7 @@ def pretrain(
                 "layers": config.layers,
                 "embedding": config.embedding,
                 "backbone": config.backbone,
-                "budget": budget,
+                "budget": budget if budget is not None else config.budget,
                 **asdict(config.train),
                 "device": str(device),
             },

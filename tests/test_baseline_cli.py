@@ -128,6 +128,10 @@ def test_full_table_with_a_budget_gets_the_widest_dimension_that_fits(prepared_c
     summary = json.loads(invoke_ok("inspect", prepared_copy, "--json").stdout)
     assert summary["dim"] == 5000 // summary["entities"]
     assert summary["params"] == summary["dim"] * summary["entities"] <= 5000
+    assert (
+        json.loads((prepared_copy / "manifest.json").read_text())["stages"]["pretrain"]["config"]["budget"]
+        == 5000
+    )
     assert_clean_error(
         invoke("pretrain", prepared_copy, "--embedding", "full", "--budget", "10", *TINY), "budget"
     )
