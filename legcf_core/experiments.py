@@ -131,6 +131,14 @@ class Overrides:
     codebook_size: int | None = None
 
 
+def run_name(experiment: Experiment, seed: int, overrides: Overrides) -> str:
+    """A configuration's run directory name; overridden settings get their own directory,
+    so a smoke run never replaces a finished real one."""
+    name = f"{experiment.key()}-seed{seed}"
+    changed = [f"{field}{value}" for field, value in asdict(overrides).items() if value is not None]
+    return name if not changed else f"{name}-override-{'-'.join(changed)}"
+
+
 def resolve(experiment: Experiment, overrides: Overrides) -> Experiment:
     """The experiment with the overrides applied where it uses the default value
     (a d=64 row stays d=64; the c sweep keeps its c values)."""
@@ -173,11 +181,11 @@ def run_experiment(
     whether it was run now (False: read from an earlier run)."""
     reporter = reporter or SilentReporter()
     experiment = resolve(experiment, overrides)
-    run_dir = out / "runs" / f"{experiment.key()}-seed{seed}"
+    run_dir = out / "runs" / run_name(experiment, seed, overrides)
     done = read_result(run_dir)
-    if done is not None and done.get("overrides") == asdict(overrides):
+    if done is not None:
         return done, False
-    if run_dir.exists():  # an interrupted or differently configured run: start it over
+    if run_dir.exists():  # an interrupted run (no result.json): start it over
         shutil.rmtree(run_dir)
     pretrain_train, refine_train = training_configs(experiment, seed, overrides)
     partition_config = stages.PartitionConfig(
@@ -258,6 +266,7 @@ def table_rows(
             "backbone": experiment.backbone,
             "model": experiment.model,
             "run": experiment.key(),
+            "run_dirs": [f"runs/{run_name(experiment, r['seed'], overrides)}" for r in found],
             "seeds": [r["seed"] for r in found],
             "params": found[0]["params"] if experiment.model == "auto" else _pretrain_params(found[0]),
             "bytes": found[0]["bytes"],
@@ -325,15 +334,15 @@ def check_sets(names: list[str]) -> None:
         raise ConfigError("name at least one set with --set")
 
 
-def collect(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """Every finished result under ``out/runs``, by (run key, seed)."""
+def collect(out: Path, overrides: Overrides = Overrides()) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every finished result under ``out/runs`` made with ``overrides``, by (run key, seed)."""
     found = {}
     runs = out / "runs"
     if not runs.is_dir():
         return found
     for run_dir in sorted(runs.iterdir()):
         result = read_result(run_dir)
-        if result is not None:
+        if result is not None and result.get("overrides") == asdict(overrides):
             found[(result["key"], int(result["seed"]))] = result
     return found
 
@@ -409,7 +418,7 @@ def compare(
         )
         overall.advance(1)
     overall.close()
-    results = collect(out)
+    results = collect(out, overrides)
     tables = {}
     every_row = []
     for set_name in set_names:

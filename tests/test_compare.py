@@ -43,7 +43,7 @@ def test_every_configuration_of_the_sets_has_a_row(compared):
 @pytest.mark.parametrize("set_name", ["table2", "table3"])
 def test_rows_match_what_evaluate_reports(compared, set_name):
     for row in rows_of(compared, set_name):
-        run_dir = compared / "runs" / f"{row['run']}-seed2024"
+        run_dir = compared / row["run_dirs"][0]
         result = invoke_ok("evaluate", run_dir, "--model", row["model"], "--json", "--device", "cpu")
         evaluated = json.loads(result.stdout)
         for metric in ("ndcg@10", "recall@10", "ndcg@20", "recall@20"):
@@ -53,9 +53,7 @@ def test_rows_match_what_evaluate_reports(compared, set_name):
 def test_baselines_fit_the_legcf_budget(compared):
     rows = {row["name"]: row for row in rows_of(compared, "table2")}
     budget = rows["LEGCF"]["params"]
-    inspected = json.loads(
-        invoke_ok("inspect", compared / "runs" / f"{rows['LEGCF']['run']}-seed2024", "--json").stdout
-    )
+    inspected = json.loads(invoke_ok("inspect", compared / rows["LEGCF"]["run_dirs"][0], "--json").stdout)
     assert budget == inspected["params"] == 30 * 16 + inspected["entities"] * 2
     assert rows["QR"]["params"] <= budget
     r = qr_remainders(inspected["entities"], 16, budget)
@@ -68,9 +66,7 @@ def test_baselines_fit_the_legcf_budget(compared):
 def test_no_update_rows_score_the_pretrained_model(compared):
     rows = {row["name"]: row for row in rows_of(compared, "table3")}
     assert rows["METIS, update"]["run"] == rows["METIS, no update"]["run"]  # trained once
-    manifest = json.loads(
-        (compared / "runs" / f"{rows['METIS, update']['run']}-seed2024" / "manifest.json").read_text()
-    )
+    manifest = json.loads((compared / rows["METIS, update"]["run_dirs"][0] / "manifest.json").read_text())
     results = manifest["stages"]["evaluate"]["results"]
     assert rows["METIS, no update"]["ndcg@20"] == pytest.approx(results["pretrain/test"]["ndcg@20"], abs=1e-6)
 
@@ -126,3 +122,37 @@ def test_report_only_trains_nothing(compared, demo_path):
     # of the t sweep only t=2 has finished: it is table2's LEGCF run
     assert [row["name"] for row in rows_of(compared, "fig4-t")] == ["t=2"]
     assert "| LEGCF |" in result.stdout
+
+
+def test_a_smoke_run_never_replaces_a_finished_one(tmp_path, demo_path):
+    out = tmp_path / "out"
+    one_epoch = [
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4096",
+        "--dim",
+        "16",
+        "--codebook-size",
+        "30",
+        "--device",
+        "cpu",
+    ]
+    invoke_ok("compare", out, "--data", demo_path, "--set", "table3", *one_epoch)
+    first = {p: p.read_bytes() for p in (out / "runs").glob("*/result.json")}
+    invoke_ok(
+        "compare",
+        out,
+        "--data",
+        demo_path,
+        "--set",
+        "table3",
+        *one_epoch[:-2],
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    )
+    for path, content in first.items():
+        assert path.read_bytes() == content  # the other settings went to their own directories
+    assert len(list((out / "runs").glob("*/result.json"))) == 2 * len(first)
