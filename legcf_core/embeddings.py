@@ -26,6 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core.errors import ConfigError
+from legcf_core.inspection import embedding_params
 from legcf_core.propagation import stacked_input, to_torch_csr
 
 EMBEDDINGS = ("legcf", "full", "qr", "pep")
@@ -204,4 +205,4 @@ class CodebookTable(torch.nn.Module):
         return torch.sparse.mm(self.stacked, self.codebook)
 
     def params(self) -> int:
-        return int(self.codebook.numel() + self.assignment.nnz)
+        return embedding_params(tuple(self.codebook.shape), self.assignment)

@@ -268,7 +268,7 @@ def table_rows(
             "run": experiment.key(),
             "run_dirs": [f"runs/{run_name(experiment, r['seed'], overrides)}" for r in found],
             "seeds": [r["seed"] for r in found],
-            "params": found[0]["params"] if experiment.model == "auto" else _pretrain_params(found[0]),
+            "params": found[0]["params"],  # S0 and an updated S have the same N*t nonzeros
             "bytes": found[0]["bytes"],
             "wall_s": round(sum(r["wall_s"] for r in found) / len(found), 1),
             "kept": [r["kept"] for r in found],
@@ -281,10 +281,6 @@ def table_rows(
             row[f"{metric}_std"] = round(_std(values), 6)
         rows.append(row)
     return rows
-
-
-def _pretrain_params(result: dict[str, Any]) -> int:
-    return result["params"]  # S0 has as many nonzeros as the updated S: N*t
 
 
 def _std(values: list[float]) -> float:

@@ -20,6 +20,7 @@ from legcf_core.assignment import update_assignment
 from legcf_core.backbones import graph_tensor
 from legcf_core.embeddings import CodebookTable
 from legcf_core.graph import expanded_adjacency, normalize_symmetric
+from legcf_core.inspection import embedding_params
 from legcf_core.propagation import linear_operator, to_torch_csr
 
 
@@ -94,7 +95,7 @@ class CodebookModel:
             self.codebook.copy_(state["codebook"].to(self.device))
 
     def params(self) -> int:
-        return int(self.codebook.numel() + self.assignment.nnz)
+        return embedding_params(tuple(self.codebook.shape), self.assignment)
 
 
 def l2_gram(assignment: sp.csr_matrix, counts: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from legcf_core.embeddings import (
 )
 from legcf_core.errors import ArtifactError, ConfigError
 from legcf_core.graph import bipartite_adjacency
+from legcf_core.inspection import embedding_bytes, embedding_params
 from legcf_core.model import CodebookModel, GraphModel
 
 BACKBONE_PREFIX = "backbone."
@@ -61,7 +62,7 @@ class ModelSpec:
     def params(self) -> int:
         """Numbers the embedding layer stores; backbone weights are not counted, as in the paper."""
         if self.embedding == "legcf":
-            return int(self.codebook.numel() + self.assignment.nnz)
+            return embedding_params(tuple(self.codebook.shape), self.assignment)
         if self.embedding == "pep":
             return int(self.pattern.nnz)
         return int(sum(v.numel() for k, v in self.tensors.items() if not k.startswith(BACKBONE_PREFIX)))
@@ -69,8 +70,7 @@ class ModelSpec:
     def bytes(self) -> int:
         """Bytes of the embedding layer: float32 values, sparse parts as CSR (int64 indptr, int32 indices)."""
         if self.embedding == "legcf":
-            n = self.assignment.shape[0]
-            return int(4 * self.codebook.numel() + 8 * (n + 1) + 8 * self.assignment.nnz)
+            return embedding_bytes(tuple(self.codebook.shape), self.assignment)
         if self.embedding == "pep":
             return int(8 * (self.pattern.shape[0] + 1) + 8 * self.pattern.nnz)
         return 4 * self.params()

@@ -223,11 +223,6 @@ def load_initial_assignment(run: art.RunDir) -> tuple[sp.csr_matrix, dict[str, A
 # ----------------------------------------------------------------- training
 
 
-def xavier_codebook(codebook_size: int, dim: int, seed: int) -> torch.Tensor:
-    """E_meta drawn with Xavier (Glorot) uniform initialization, as in the paper."""
-    return xavier_uniform(codebook_size, dim, seed)
-
-
 def _history(logs: list[EpochLog]) -> list[dict[str, Any]]:
     rows = []
     for log in logs:
