@@ -6,8 +6,9 @@
 
 prints {"epoch_s": ..., "update_s": ..., "eval_s": ..., "peak_rss_mb": ...}
 (``update_s`` only for LEGCF). LEGCF on LightGCN times the linear-operator
-path; any other embedding or backbone times explicit propagation. A
-benchmark, not a test: numbers depend on the machine.
+path while P is the cheaper one (``propagation`` says which ran); any other
+embedding or backbone times explicit propagation. A benchmark, not a test:
+numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from legcf_core.data import load_dataset
 from legcf_core.embeddings import legcf_params
 from legcf_core.evaluation import evaluate
 from legcf_core.graph import bipartite_adjacency
+from legcf_core.model import CodebookModel
 from legcf_core.partition import initial_assignment, metis_partition
 from legcf_core.runtime import keep_freed_memory, resolve_device
 from legcf_core.spec import build_model
@@ -108,6 +110,7 @@ def main() -> None:
         "embedding": args.embedding,
         "backbone": args.backbone,
         "params": model.params(),
+        "propagation": "operator" if isinstance(model, CodebookModel) else "explicit",
         "device": str(device),
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),

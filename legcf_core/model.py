@@ -5,7 +5,8 @@ Training talks to a model through four calls: ``parameters()``,
 sum_p counts_p |e_p|^2 over layer-0 rows), ``state()`` / ``load_state()`` for
 keeping the best, and, for LEGCF, ``update_assignment()``.
 
-:class:`CodebookModel` is LEGCF on LightGCN through the linear operator P;
+:class:`CodebookModel` is LEGCF on LightGCN through the linear operator P (for
+codebooks small enough that the dense P pays, ``spec.operator_pays``);
 :class:`GraphModel` propagates explicitly and serves every other pairing of
 table and backbone.
 """

@@ -132,16 +132,37 @@ def spec_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, str], path: 
     )
 
 
+OPERATOR_COST_RATIO = 32
+"""How many sparse multiply-adds over A' cost as much as one dense one (2-core CPU, docs/design.md)."""
+
+
+def operator_pays(n_entities: int, codebook_size: int, layers: int, expanded_nnz: int) -> bool:
+    """Whether the dense (N+c) x c operator P beats L sparse passes over A' per training step.
+
+    P's product grows with c, explicit propagation does not: on Gowalla P wins
+    at c = 500 and loses from c of about 2,500 on (and costs 4(N+c)c bytes).
+    """
+    dense = (n_entities + codebook_size) * codebook_size
+    return dense <= OPERATOR_COST_RATIO * layers * expanded_nnz
+
+
 def build_model(
     spec: ModelSpec, train: sp.csr_matrix, n_users: int, device: torch.device
 ) -> CodebookModel | GraphModel:
     """A trainable model holding the spec's tensors.
 
-    LEGCF on LightGCN uses the linear operator P; everything else propagates
-    explicitly.
+    LEGCF on LightGCN uses the linear operator P while P is the cheaper path
+    (:func:`operator_pays`); everything else propagates explicitly. Both paths
+    compute the same H, gradients and assignment update.
     """
     adjacency = bipartite_adjacency(train)
-    if spec.embedding == "legcf" and spec.backbone == "lightgcn":
+    if (
+        spec.embedding == "legcf"
+        and spec.backbone == "lightgcn"
+        and operator_pays(
+            adjacency.shape[0], spec.codebook.shape[0], spec.layers, adjacency.nnz + 2 * spec.assignment.nnz
+        )
+    ):
         return CodebookModel(
             adjacency, n_users, spec.assignment, spec.codebook, spec.per_entity, spec.layers, device
         )

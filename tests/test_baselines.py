@@ -27,6 +27,9 @@ from legcf_core.embeddings import (
 from legcf_core.errors import ConfigError
 from legcf_core.graph import bipartite_adjacency
 from legcf_core.model import CodebookModel, GraphModel
+from legcf_core.partition import initial_assignment
+from legcf_core.spec import build_model, operator_pays
+from legcf_core.stages import PretrainConfig, new_spec
 
 CPU = torch.device("cpu")
 
@@ -242,3 +245,27 @@ def test_graph_model_state_round_trip():
     second.load_state(first.state())
     torch.testing.assert_close(first.entity_embeddings(), second.entity_embeddings())
     assert any(name.startswith("backbone.w1") for name in first.state())
+
+
+def test_operator_pays_at_small_codebooks_only():
+    """On Gowalla's graph (70,839 entities, 1,620,256 adjacency nonzeros, t = 2)
+    P is the cheaper path at c = 500 and explicit propagation at c = 10,000."""
+    n, nnz = 70_839, 1_620_256
+    assert operator_pays(n, 500, 3, nnz + 2 * 2 * n)
+    assert not operator_pays(n, 10_000, 3, nnz + 2 * 2 * n)
+
+
+@pytest.mark.parametrize("c, operator", [(2, True), (250, False)])
+def test_build_model_chooses_the_cheaper_legcf_path(c, operator):
+    """A codebook large against the graph trains by explicit propagation, with the
+    same state keys and parameter count as the operator path."""
+    rng = np.random.default_rng(0)
+    train = sp.csr_matrix((rng.random((150, 150)) < 0.005).astype(np.float32))
+    n = sum(train.shape)
+    assignment = initial_assignment(rng.integers(0, c, size=n), c, 2, 0.5, 0)
+    config = PretrainConfig(dim=4, layers=2)
+    spec = new_spec(config, n, None, assignment, {"codebook_size": c, "per_entity": 2})
+    model = build_model(spec, train, 150, CPU)
+    assert isinstance(model, CodebookModel) is operator
+    assert set(model.state()) == {"codebook"}
+    assert model.params() == c * 4 + assignment.nnz
