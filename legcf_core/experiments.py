@@ -25,7 +25,7 @@ from legcf_core import artifacts as art
 from legcf_core import stages
 from legcf_core.errors import ArtifactError, ConfigError
 from legcf_core.progress import Reporter, SilentReporter
-from legcf_core.training import TrainConfig, default_lr
+from legcf_core.training import VALIDATION_METRIC, TrainConfig, default_lr
 
 RESULT_FILE = "result.json"
 RESULT_VERSION = 1
@@ -279,6 +279,9 @@ def table_rows(
             values = [s[metric] for s in scored]
             row[metric] = round(sum(values) / len(values), 6)
             row[f"{metric}_std"] = round(_std(values), 6)
+        valid = [r["valid"][experiment.model] for r in found if "valid" in r]
+        if valid:
+            row[f"valid_{VALIDATION_METRIC}"] = round(sum(valid) / len(valid), 6)
         rows.append(row)
     return rows
 
@@ -297,18 +300,24 @@ def markdown_table(title: str, rows: list[dict[str, Any]], command: str) -> str:
         "",
         f"`{command}`",
         "",
-        "| configuration | params | bytes | N@10 | R@10 | N@20 | R@20 | wall | seeds | model kept |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| configuration | params | bytes | valid N@20 | N@10 | R@10 | N@20 | R@20 "
+        "| wall | seeds | model kept |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         cells = [
             f"{row[m]:.4f}" + (f" ± {row[m + '_std']:.4f}" if len(row["seeds"]) > 1 else "") for m in METRICS
         ]
         lines.append(
-            f"| {row['name']} | {row['params']:,} | {row['bytes']:,} | {' | '.join(cells)} "
+            f"| {row['name']} | {row['params']:,} | {row['bytes']:,} | {_valid(row)} | {' | '.join(cells)} "
             f"| {_duration(row['wall_s'])} | {len(row['seeds'])} | {_kept(row)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _valid(row: dict[str, Any]) -> str:
+    value = row.get(f"valid_{VALIDATION_METRIC}")
+    return "" if value is None else f"{value:.4f}"
 
 
 def _kept(row: dict[str, Any]) -> str:
@@ -339,8 +348,19 @@ def collect(out: Path, overrides: Overrides = Overrides()) -> dict[tuple[str, in
     for run_dir in sorted(runs.iterdir()):
         result = read_result(run_dir)
         if result is not None and result.get("overrides") == asdict(overrides):
-            found[(result["key"], int(result["seed"]))] = result
+            manifest = art.RunDir(run_dir).load_manifest()
+            found[(result["key"], int(result["seed"]))] = {**result, "valid": validation_scores(manifest)}
     return found
+
+
+def validation_scores(manifest: dict[str, Any]) -> dict[str, float]:
+    """Validation NDCG@20 of the model each evaluation scored: pretrain's best, and the
+    kept one (``auto``). Hyperparameters are chosen on these, never on test."""
+    stages_done = manifest["stages"]
+    pretrain = stages_done["pretrain"]["metrics"][VALIDATION_METRIC]
+    refine = stages_done.get("refine")
+    kept = refine["metrics"][VALIDATION_METRIC] if refine and refine.get("kept") == "refine" else pretrain
+    return {"pretrain": pretrain, "auto": kept}
 
 
 def check_output(out: Path) -> None:

@@ -48,6 +48,9 @@ def test_rows_match_what_evaluate_reports(compared, set_name):
         evaluated = json.loads(result.stdout)
         for metric in ("ndcg@10", "recall@10", "ndcg@20", "recall@20"):
             assert row[metric] == pytest.approx(evaluated[metric], abs=1e-6), (row["name"], metric)
+        valid = invoke_ok("evaluate", run_dir, "--model", row["model"], "--split", "valid", "--json")
+        chosen_on = json.loads(valid.stdout)["ndcg@20"]
+        assert row["valid_ndcg@20"] == pytest.approx(chosen_on, abs=1e-5), row["name"]
 
 
 def test_baselines_fit_the_legcf_budget(compared):
