@@ -388,9 +388,9 @@ TITLES = {
     "table3": "METIS or random init, with or without assignment updates (paper Table 3)",
     "table4": "three backbones, LEGCF against a full table of the same size (paper Table 4)",
     "fig4-t": "meta-embeddings per entity t (paper Figure 4a)",
-    "fig4-c": "codebook size c (paper Figure 4b)",
+    "fig4-c": "codebook size c (paper Figure 4d)",
     "fig4-w": "anchor weight w* (paper Figure 4c)",
-    "fig4-m": "update interval m (paper Figure 4d)",
+    "fig4-m": "update interval m (paper Figure 4b)",
 }
 
 

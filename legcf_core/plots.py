@@ -19,6 +19,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 from legcf_core.artifacts import write_bytes_atomic  # noqa: E402
 
 MARKERS = {"legcf": "o", "full": "s", "qr": "^", "pep": "D"}
+LABELS = {"ndcg@20": "NDCG@20", "recall@20": "Recall@20", "ndcg@10": "NDCG@10", "recall@10": "Recall@10"}
 
 
 def _save(figure: plt.Figure, path: Path) -> None:
@@ -49,8 +50,8 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, metric: str = "ndcg@20",
     axes.xaxis.set_major_formatter(FuncFormatter(_count))
     axes.xaxis.set_minor_formatter(FuncFormatter(_count))
     axes.set_xlabel("embedding parameters (log scale)")
-    axes.set_ylabel(f"test {metric.upper()}")
-    axes.set_title(title or f"{metric.upper()} against size")
+    axes.set_ylabel(f"test {LABELS.get(metric, metric)}")
+    axes.set_title(title or f"{LABELS.get(metric, metric)} against size")
     axes.grid(True, which="both", alpha=0.3)
     _save(figure, path)
 
@@ -60,7 +61,7 @@ def sweep_plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
     rows = sorted(rows, key=lambda row: row["value"])
     symbol = rows[0]["sweep"] if rows else ""
     values = [row["value"] for row in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
     for ax, metric in zip(axes, ("recall@20", "ndcg@20"), strict=True):
         ax.errorbar(
             values,
@@ -70,7 +71,7 @@ def sweep_plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
             capsize=3,
         )
         ax.set_xlabel(symbol)
-        ax.set_ylabel(f"test {metric.upper()}")
+        ax.set_ylabel(f"test {LABELS[metric]}")
         if symbol == "c":
             ax.set_xscale("log")
         ax.grid(True, alpha=0.3)
