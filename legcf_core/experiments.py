@@ -279,9 +279,8 @@ def table_rows(
             values = [s[metric] for s in scored]
             row[metric] = round(sum(values) / len(values), 6)
             row[f"{metric}_std"] = round(_std(values), 6)
-        valid = [r["valid"][experiment.model] for r in found if "valid" in r]
-        if valid:
-            row[f"valid_{VALIDATION_METRIC}"] = round(sum(valid) / len(valid), 6)
+        valid = [r["valid"][experiment.model] for r in found]  # collect() reads it from the manifest
+        row[f"valid_{VALIDATION_METRIC}"] = round(sum(valid) / len(valid), 6)
         rows.append(row)
     return rows
 
@@ -309,15 +308,11 @@ def markdown_table(title: str, rows: list[dict[str, Any]], command: str) -> str:
             f"{row[m]:.4f}" + (f" ± {row[m + '_std']:.4f}" if len(row["seeds"]) > 1 else "") for m in METRICS
         ]
         lines.append(
-            f"| {row['name']} | {row['params']:,} | {row['bytes']:,} | {_valid(row)} | {' | '.join(cells)} "
+            f"| {row['name']} | {row['params']:,} | {row['bytes']:,} "
+            f"| {row[f'valid_{VALIDATION_METRIC}']:.4f} | {' | '.join(cells)} "
             f"| {_duration(row['wall_s'])} | {len(row['seeds'])} | {_kept(row)} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _valid(row: dict[str, Any]) -> str:
-    value = row.get(f"valid_{VALIDATION_METRIC}")
-    return "" if value is None else f"{value:.4f}"
 
 
 def _kept(row: dict[str, Any]) -> str:
