@@ -15,7 +15,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,12 +182,16 @@ def run_experiment(
     reporter = reporter or SilentReporter()
     experiment = resolve(experiment, overrides)
     run_dir = out / "runs" / run_name(experiment, seed, overrides)
+    pretrain_train, refine_train = training_configs(experiment, seed, overrides)
     done = read_result(run_dir)
     if done is not None:
-        return done, False
-    if run_dir.exists():  # an interrupted run (no result.json): start it over
+        recorded = recorded_training(art.RunDir(run_dir).load_manifest())
+        if trained_as(recorded, pretrain_train, refine_train):
+            return done, False
+        kept = retire(out, run_dir)
+        reporter.note(f"{run_dir.name} was trained with other settings; kept it as {kept}, training again")
+    elif run_dir.exists():  # an interrupted run (no result.json): start it over
         shutil.rmtree(run_dir)
-    pretrain_train, refine_train = training_configs(experiment, seed, overrides)
     partition_config = stages.PartitionConfig(
         experiment.codebook_size, experiment.per_entity, experiment.anchor_weight, experiment.init, seed
     )
@@ -232,6 +236,36 @@ def _metrics(values: dict[str, Any]) -> dict[str, float]:
     return {name: float(values[name]) for name in METRICS}
 
 
+STALE_DIR = "stale"
+
+
+def recorded_training(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The optimization settings each training stage of a run recorded in its manifest."""
+    names = [field.name for field in fields(TrainConfig)]
+    recorded = {}
+    for stage in ("pretrain", "refine"):
+        config = manifest["stages"].get(stage, {}).get("config")
+        if config is not None:
+            recorded[stage] = {name: config.get(name) for name in names}
+    return recorded
+
+
+def trained_as(recorded: dict[str, dict[str, Any]], pretrain: TrainConfig, refine: TrainConfig) -> bool:
+    """Whether a finished run used these settings, so its result stands for this
+    configuration. A changed tuned setting (``TRAINING``, ``EPOCH_CAPS``) makes old
+    results stale rather than silently reused."""
+    expected = {"pretrain": asdict(pretrain), "refine": asdict(refine)}
+    return "pretrain" in recorded and all(expected[stage] == recorded[stage] for stage in recorded)
+
+
+def retire(out: Path, run_dir: Path) -> Path:
+    """Move a stale run directory under ``out/stale`` (nothing is deleted); returns where."""
+    target = out / STALE_DIR / f"{run_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.rename(target)
+    return target
+
+
 def read_result(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / RESULT_FILE
     if not path.is_file():
@@ -253,7 +287,12 @@ def table_rows(
     rows = []
     for experiment in SETS[set_name]:
         experiment = resolve(experiment, overrides)
-        found = [results[(experiment.key(), seed)] for seed in seeds if (experiment.key(), seed) in results]
+        found = [
+            result
+            for seed in seeds
+            if (result := results.get((experiment.key(), seed))) is not None
+            and trained_as(result["training"], *training_configs(experiment, seed, overrides))
+        ]
         if not found:
             continue
         scored = [r["evaluations"].get(experiment.model) for r in found]
@@ -344,7 +383,11 @@ def collect(out: Path, overrides: Overrides = Overrides()) -> dict[tuple[str, in
         result = read_result(run_dir)
         if result is not None and result.get("overrides") == asdict(overrides):
             manifest = art.RunDir(run_dir).load_manifest()
-            found[(result["key"], int(result["seed"]))] = {**result, "valid": validation_scores(manifest)}
+            found[(result["key"], int(result["seed"]))] = {
+                **result,
+                "valid": validation_scores(manifest),
+                "training": recorded_training(manifest),
+            }
     return found
 
 

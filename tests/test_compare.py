@@ -9,10 +9,13 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import assert_clean_error, invoke, invoke_ok
 
+from legcf_core import experiments
 from legcf_core.embeddings import qr_remainders
-from legcf_core.experiments import SETS, Experiment, Overrides, resolve
+from legcf_core.experiments import SETS, Experiment, Overrides, collect, resolve, run_experiment, table_rows
+from legcf_core.training import TrainConfig
 
 SMALL = ["--epochs", "2", "--batch-size", "4096", "--dim", "16", "--codebook-size", "30", "--device", "cpu"]
 OVERRIDES = Overrides(epochs=2, batch_size=4096, dim=16, codebook_size=30)
@@ -159,3 +162,26 @@ def test_a_smoke_run_never_replaces_a_finished_one(tmp_path, demo_path):
     for path, content in first.items():
         assert path.read_bytes() == content  # the other settings went to their own directories
     assert len(list((out / "runs").glob("*/result.json"))) == 2 * len(first)
+
+
+def test_a_result_trained_with_other_settings_is_retrained_not_reused(tmp_path, demo_path, monkeypatch):
+    out = tmp_path / "out"
+    overrides = Overrides(epochs=1, dim=16)
+    full = SETS["table2"][1]  # full d=128, resolved to d=16
+    cpu = torch.device("cpu")
+    assert run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # trained
+    assert not run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # done before
+
+    retuned = TrainConfig(lr=0.05, l2=3e-4, batch_size=2048)  # as when the tuned settings change
+    monkeypatch.setitem(experiments.TRAINING, "full", retuned)
+    names = [row["name"] for row in table_rows("table2", collect(out, overrides), [2024], overrides)]
+    assert full.name not in names  # an old result never stands for the new settings
+
+    assert run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # trained again
+    (kept,) = (out / experiments.STALE_DIR).iterdir()  # the old run is moved aside, not lost
+    assert (kept / "result.json").is_file()
+    run_dir = out / "runs" / experiments.run_name(resolve(full, overrides), 2024, overrides)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["pretrain"]["config"]["batch_size"] == 2048
+    names = [row["name"] for row in table_rows("table2", collect(out, overrides), [2024], overrides)]
+    assert names == [full.name]
