@@ -23,7 +23,7 @@ from legcf_core import experiments, stages
 from legcf_core.artifacts import RunDir
 from legcf_core.errors import LegcfError
 from legcf_core.runtime import keep_freed_memory, resolve_device
-from legcf_core.training import TrainConfig, default_lr
+from legcf_core.training import TrainConfig, default_batch_size, default_lr
 
 app = typer.Typer(
     name="legcf",
@@ -82,7 +82,13 @@ DimOpt = Annotated[int, typer.Option("--dim", "-d", help="d: embedding dimension
 LayersOpt = Annotated[int, typer.Option("--layers", "-L", help="L: LightGCN layers.")]
 UpdateOpt = Annotated[int, typer.Option("--update-every", "-m", help="m: epochs between assignment updates.")]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Maximum number of epochs.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Training positives per batch.")]
+BatchOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        help="Training positives per batch (65,536; 16,384 for the full table on LightGCN, tuned for it).",
+    ),
+]
 NegOpt = Annotated[int, typer.Option("--negatives", help="Sampled negatives per positive.")]
 LrOpt = Annotated[
     float | None,
@@ -199,7 +205,7 @@ def pretrain(
     dim: DimOpt = 128,
     layers: LayersOpt = 3,
     epochs: EpochsOpt = DEFAULT_TRAIN.epochs,
-    batch_size: BatchOpt = DEFAULT_TRAIN.batch_size,
+    batch_size: BatchOpt = None,
     negatives: NegOpt = DEFAULT_TRAIN.negatives,
     lr: LrOpt = None,
     l2: L2Opt = DEFAULT_TRAIN.l2,
@@ -215,6 +221,7 @@ def pretrain(
     """Learn the embedding layer (LEGCF: the codebook with S fixed; PEP: prune to the budget);
     keep the best on validation NDCG@20."""
     lr = default_lr(backbone) if lr is None else lr
+    batch_size = default_batch_size(embedding, backbone) if batch_size is None else batch_size
     config = stages.PretrainConfig(
         dim,
         layers,
@@ -234,7 +241,7 @@ def refine(
     run_dir: RunDirArg,
     update_every: UpdateOpt = DEFAULT_REFINE.update_every,
     epochs: EpochsOpt = DEFAULT_REFINE.train.epochs,
-    batch_size: BatchOpt = DEFAULT_REFINE.train.batch_size,
+    batch_size: BatchOpt = None,
     negatives: NegOpt = DEFAULT_REFINE.train.negatives,
     lr: LrOpt = None,
     l2: L2Opt = DEFAULT_REFINE.train.l2,
@@ -247,6 +254,7 @@ def refine(
     """LEGCF: alternate training with closed-form assignment updates every m epochs.
     PEP: retrain the pruned table from its initial values."""
     lr = default_lr(stages.trained_backbone(RunDir(run_dir))) if lr is None else lr
+    batch_size = DEFAULT_REFINE.train.batch_size if batch_size is None else batch_size
     config = stages.RefineConfig(
         update_every,
         train_config(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed),
@@ -343,7 +351,7 @@ def run(
     refine_epochs: Annotated[
         int, typer.Option("--refine-epochs", help="Maximum refine epochs.")
     ] = DEFAULT_REFINE.train.epochs,
-    batch_size: BatchOpt = DEFAULT_TRAIN.batch_size,
+    batch_size: BatchOpt = None,
     negatives: NegOpt = DEFAULT_TRAIN.negatives,
     lr: LrOpt = None,
     l2: L2Opt = DEFAULT_TRAIN.l2,
@@ -366,6 +374,7 @@ def run(
     target = RunDir(run_dir)
     dev = resolve_device(device)
     lr = default_lr(backbone) if lr is None else lr
+    batch_size = default_batch_size(embedding, backbone) if batch_size is None else batch_size
     pre_cfg = train_config(
         pretrain_epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed
     )

@@ -25,20 +25,20 @@ from legcf_core import artifacts as art
 from legcf_core import stages
 from legcf_core.errors import ArtifactError, ConfigError
 from legcf_core.progress import Reporter, SilentReporter
-from legcf_core.training import VALIDATION_METRIC, TrainConfig, default_lr
+from legcf_core.training import VALIDATION_METRIC, TrainConfig, default_batch_size, default_lr
 
 RESULT_FILE = "result.json"
 RESULT_VERSION = 1
 METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
-# Training settings per embedding layer on LightGCN. The full table's were
-# chosen on Gowalla's validation NDCG@20 (docs/results.md, "Tuning the full
-# table"): lr 0.05 beat 0.01, lambda 3e-4 beat 1e-4 and 1e-3, and batch 16,384
-# beat 65,536 (0.1067 against 0.1045); smaller batches would take a d=128 run
-# past 30 minutes on 2 cores. QR and PEP use LEGCF's batch (not retuned).
+# Training settings per embedding layer. The full table's were chosen on
+# Gowalla's validation NDCG@20 (docs/results.md, "Tuning the full table"):
+# lr 0.05 beat 0.01 and lambda 3e-4 beat 1e-4 and 1e-3, which are LEGCF's
+# defaults too. QR and PEP (a full table while pruning) use the same. The
+# batch comes from training.default_batch_size, as on the command line.
 TRAINING = {
     "legcf": TrainConfig(),
-    "full": TrainConfig(lr=0.05, l2=3e-4, batch_size=16384),
+    "full": TrainConfig(lr=0.05, l2=3e-4),
     "qr": TrainConfig(lr=0.05, l2=3e-4),
     "pep": TrainConfig(lr=0.05, l2=3e-4),
 }
@@ -155,9 +155,10 @@ def training_configs(
     experiment: Experiment, seed: int, overrides: Overrides
 ) -> tuple[TrainConfig, TrainConfig]:
     """Pretrain and refine settings: the embedding's tuned ones, then the overrides."""
-    base = replace(TRAINING[experiment.embedding], seed=seed)
-    if experiment.backbone != "lightgcn":  # probed at the default batch; see BACKBONE_LR
-        base = replace(base, lr=default_lr(experiment.backbone), batch_size=TrainConfig.batch_size)
+    batch_size = default_batch_size(experiment.embedding, experiment.backbone)
+    base = replace(TRAINING[experiment.embedding], seed=seed, batch_size=batch_size)
+    if experiment.backbone != "lightgcn":
+        base = replace(base, lr=default_lr(experiment.backbone))
     if overrides.batch_size:
         base = replace(base, batch_size=overrides.batch_size)
     refine_defaults = stages.RefineConfig().train

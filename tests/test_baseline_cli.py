@@ -135,3 +135,14 @@ def test_full_table_with_a_budget_gets_the_widest_dimension_that_fits(prepared_c
     assert_clean_error(
         invoke("pretrain", prepared_copy, "--embedding", "full", "--budget", "10", *TINY), "budget"
     )
+
+
+@pytest.mark.parametrize(
+    ("embedding", "backbone", "batch"),
+    [("full", "lightgcn", 16384), ("full", "ngcf", 65536), ("qr", "lightgcn", 65536)],
+)
+def test_each_layer_gets_its_tuned_batch_unless_told(prepared_copy, embedding, backbone, batch):
+    options = ["--dim", "16", "--layers", "2", "--epochs", "1", "--device", "cpu"]
+    invoke_ok("pretrain", prepared_copy, "--embedding", embedding, "--backbone", backbone, *options)
+    manifest = json.loads((prepared_copy / "manifest.json").read_text())
+    assert manifest["stages"]["pretrain"]["config"]["batch_size"] == batch
