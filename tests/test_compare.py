@@ -172,7 +172,7 @@ def test_a_result_trained_with_other_settings_is_retrained_not_reused(tmp_path, 
     assert run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # trained
     assert not run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # done before
 
-    retuned = TrainConfig(lr=0.05, l2=3e-4, batch_size=2048)  # as when the tuned settings change
+    retuned = TrainConfig(lr=0.02, l2=3e-4)  # as when the tuned settings change
     monkeypatch.setitem(experiments.TRAINING, "full", retuned)
     names = [row["name"] for row in table_rows("table2", collect(out, overrides), [2024], overrides)]
     assert full.name not in names  # an old result never stands for the new settings
@@ -182,6 +182,6 @@ def test_a_result_trained_with_other_settings_is_retrained_not_reused(tmp_path, 
     assert (kept / "result.json").is_file()
     run_dir = out / "runs" / experiments.run_name(resolve(full, overrides), 2024, overrides)
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["stages"]["pretrain"]["config"]["batch_size"] == 2048
+    assert manifest["stages"]["pretrain"]["config"]["lr"] == 0.02
     names = [row["name"] for row in table_rows("table2", collect(out, overrides), [2024], overrides)]
     assert names == [full.name]
