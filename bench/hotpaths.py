@@ -32,7 +32,7 @@ from legcf_core.partition import initial_assignment, metis_partition
 from legcf_core.runtime import keep_freed_memory, resolve_device
 from legcf_core.spec import build_model
 from legcf_core.stages import PretrainConfig, new_spec
-from legcf_core.training import NegativeSampler, TrainConfig, train_epoch
+from legcf_core.training import NegativeSampler, TrainConfig, default_batch_size, train_epoch
 
 
 def peak_rss_mb() -> float:
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--per-entity", type=int, default=2)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--batch-size", type=int, help="default: what the layer trains with")
     parser.add_argument("--embedding", default="legcf", help="legcf, full, qr or pep")
     parser.add_argument("--backbone", default="lightgcn", help="lightgcn, ngcf or lrgccf")
     parser.add_argument("--device", default="cpu")
@@ -74,7 +74,8 @@ def main() -> None:
     adjacency = bipartite_adjacency(data.train)
     metis_s, parts = timed(device, lambda: metis_partition(adjacency, args.codebook_size, 2024))
     assignment = initial_assignment(parts.parts, args.codebook_size, args.per_entity, 0.5, 2024)
-    config = TrainConfig(batch_size=args.batch_size)
+    batch_size = args.batch_size or default_batch_size(args.embedding, args.backbone)
+    config = TrainConfig(batch_size=batch_size)
     legcf = args.embedding == "legcf"
     spec = new_spec(
         PretrainConfig(args.dim, args.layers, config, args.embedding, args.backbone),
@@ -106,7 +107,7 @@ def main() -> None:
         "positives": int(data.train.nnz),
         "users": data.n_users,
         "items": data.n_items,
-        "batch_size": args.batch_size,
+        "batch_size": batch_size,
         "embedding": args.embedding,
         "backbone": args.backbone,
         "params": model.params(),

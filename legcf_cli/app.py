@@ -86,7 +86,7 @@ BatchOpt = Annotated[
     int | None,
     typer.Option(
         "--batch-size",
-        help="Training positives per batch (65,536; 16,384 for the full table on LightGCN, tuned for it).",
+        help="Training positives per batch (16,384 on LightGCN for legcf and full, tuned; 65,536 otherwise).",
     ),
 ]
 NegOpt = Annotated[int, typer.Option("--negatives", help="Sampled negatives per positive.")]
@@ -253,8 +253,9 @@ def refine(
 ) -> None:
     """LEGCF: alternate training with closed-form assignment updates every m epochs.
     PEP: retrain the pruned table from its initial values."""
-    lr = default_lr(stages.trained_backbone(RunDir(run_dir))) if lr is None else lr
-    batch_size = DEFAULT_REFINE.train.batch_size if batch_size is None else batch_size
+    embedding, backbone = stages.trained_layer(RunDir(run_dir))
+    lr = default_lr(backbone) if lr is None else lr
+    batch_size = default_batch_size(embedding, backbone) if batch_size is None else batch_size
     config = stages.RefineConfig(
         update_every,
         train_config(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed),

@@ -495,13 +495,15 @@ def load_trained(
     return spec_from_arrays(tensors, meta, path), meta, entry
 
 
-def trained_backbone(run: art.RunDir) -> str:
-    """The backbone this run's pretrain used (LightGCN if none is recorded yet)."""
+def trained_layer(run: art.RunDir) -> tuple[str, str]:
+    """The embedding layer and backbone this run's pretrain used (LEGCF on LightGCN
+    if none is recorded yet), which pick refine's default lr and batch."""
     try:
         entry = run.load_manifest().get("stages", {}).get("pretrain", {})
     except ArtifactError:
-        return "lightgcn"  # refine itself reports the missing run
-    return entry.get("config", {}).get("backbone", "lightgcn")
+        return "legcf", "lightgcn"  # refine itself reports the missing run
+    config = entry.get("config", {})
+    return config.get("embedding", "legcf"), config.get("backbone", "lightgcn")
 
 
 def refine(

@@ -146,3 +146,19 @@ def test_each_layer_gets_its_tuned_batch_unless_told(prepared_copy, embedding, b
     invoke_ok("pretrain", prepared_copy, "--embedding", embedding, "--backbone", backbone, *options)
     manifest = json.loads((prepared_copy / "manifest.json").read_text())
     assert manifest["stages"]["pretrain"]["config"]["batch_size"] == batch
+
+
+def test_legcf_pretrain_and_refine_get_the_tuned_batch_unless_told(tmp_path, partitioned_run):
+    run_dir = copy_run(partitioned_run, tmp_path / "run")
+    options = ["--epochs", "1", "--device", "cpu"]
+    invoke_ok("pretrain", run_dir, "--dim", "16", "--layers", "2", *options)
+    invoke_ok("refine", run_dir, *options)
+    batches = {name: stage["config"]["batch_size"] for name, stage in manifest_stages(run_dir).items()}
+    assert batches["pretrain"] == batches["refine"] == 16384
+    invoke_ok("refine", run_dir, "--batch-size", "4096", *options)  # told: rerun alone
+    assert manifest_stages(run_dir)["refine"]["config"]["batch_size"] == 4096
+
+
+def manifest_stages(run_dir) -> dict:
+    stages_done = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    return {name: stages_done[name] for name in ("pretrain", "refine")}
