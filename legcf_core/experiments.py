@@ -254,8 +254,8 @@ def recorded_training(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def trained_as(recorded: dict[str, dict[str, Any]], pretrain: TrainConfig, refine: TrainConfig) -> bool:
     """Whether a finished run used these settings, so its result stands for this
-    configuration. A changed tuned setting (``TRAINING``, ``EPOCH_CAPS``) makes old
-    results stale rather than silently reused."""
+    configuration. A changed tuned setting (``TRAINING``, ``EPOCH_CAPS``,
+    ``training.TUNED_BATCH``) makes old results stale rather than silently reused."""
     expected = {"pretrain": asdict(pretrain), "refine": asdict(refine)}
     return "pretrain" in recorded and all(expected[stage] == recorded[stage] for stage in recorded)
 
