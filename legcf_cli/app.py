@@ -94,7 +94,8 @@ LrOpt = Annotated[
     float | None,
     typer.Option(
         "--lr",
-        help="Adam learning rate, matched to --batch-size (0.05 on LightGCN, 0.005 on NGCF and LR-GCCF).",
+        help="Adam learning rate, matched to --batch-size (LEGCF on LightGCN 0.1, "
+        "other layers on LightGCN 0.05, NGCF and LR-GCCF 0.005).",
     ),
 ]
 L2Opt = Annotated[float, typer.Option("--l2", help="lambda: L2 penalty on layer-0 embeddings.")]
@@ -220,7 +221,7 @@ def pretrain(
 ) -> None:
     """Learn the embedding layer (LEGCF: the codebook with S fixed; PEP: prune to the budget);
     keep the best on validation NDCG@20."""
-    lr = default_lr(backbone) if lr is None else lr
+    lr = default_lr(embedding, backbone) if lr is None else lr
     batch_size = default_batch_size(embedding, backbone) if batch_size is None else batch_size
     config = stages.PretrainConfig(
         dim,
@@ -254,7 +255,7 @@ def refine(
     """LEGCF: alternate training with closed-form assignment updates every m epochs.
     PEP: retrain the pruned table from its initial values."""
     embedding, backbone = stages.trained_layer(RunDir(run_dir))
-    lr = default_lr(backbone) if lr is None else lr
+    lr = default_lr(embedding, backbone) if lr is None else lr
     batch_size = default_batch_size(embedding, backbone) if batch_size is None else batch_size
     config = stages.RefineConfig(
         update_every,
@@ -374,7 +375,7 @@ def run(
     gets LEGCF's budget at --codebook-size and --per-entity unless --budget is given."""
     target = RunDir(run_dir)
     dev = resolve_device(device)
-    lr = default_lr(backbone) if lr is None else lr
+    lr = default_lr(embedding, backbone) if lr is None else lr
     batch_size = default_batch_size(embedding, backbone) if batch_size is None else batch_size
     pre_cfg = train_config(
         pretrain_epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed

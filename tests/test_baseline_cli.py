@@ -138,25 +138,26 @@ def test_full_table_with_a_budget_gets_the_widest_dimension_that_fits(prepared_c
 
 
 @pytest.mark.parametrize(
-    ("embedding", "backbone", "batch"),
-    [("full", "lightgcn", 16384), ("full", "ngcf", 65536), ("qr", "lightgcn", 65536)],
+    ("embedding", "backbone", "batch", "lr"),
+    [("full", "lightgcn", 16384, 0.05), ("full", "ngcf", 65536, 0.005), ("qr", "lightgcn", 65536, 0.05)],
 )
-def test_each_layer_gets_its_tuned_batch_unless_told(prepared_copy, embedding, backbone, batch):
+def test_each_layer_gets_its_tuned_batch_and_lr_unless_told(prepared_copy, embedding, backbone, batch, lr):
     options = ["--dim", "16", "--layers", "2", "--epochs", "1", "--device", "cpu"]
     invoke_ok("pretrain", prepared_copy, "--embedding", embedding, "--backbone", backbone, *options)
-    manifest = json.loads((prepared_copy / "manifest.json").read_text())
-    assert manifest["stages"]["pretrain"]["config"]["batch_size"] == batch
+    config = json.loads((prepared_copy / "manifest.json").read_text())["stages"]["pretrain"]["config"]
+    assert (config["batch_size"], config["lr"]) == (batch, lr)
 
 
-def test_legcf_pretrain_and_refine_get_the_tuned_batch_unless_told(tmp_path, partitioned_run):
+def test_legcf_pretrain_and_refine_get_the_tuned_batch_and_lr_unless_told(tmp_path, partitioned_run):
     run_dir = copy_run(partitioned_run, tmp_path / "run")
     options = ["--epochs", "1", "--device", "cpu"]
     invoke_ok("pretrain", run_dir, "--dim", "16", "--layers", "2", *options)
     invoke_ok("refine", run_dir, *options)
-    batches = {name: stage["config"]["batch_size"] for name, stage in manifest_stages(run_dir).items()}
-    assert batches["pretrain"] == batches["refine"] == 16384
-    invoke_ok("refine", run_dir, "--batch-size", "4096", *options)  # told: rerun alone
-    assert manifest_stages(run_dir)["refine"]["config"]["batch_size"] == 4096
+    for stage in manifest_stages(run_dir).values():
+        assert (stage["config"]["batch_size"], stage["config"]["lr"]) == (16384, 0.1)
+    invoke_ok("refine", run_dir, "--batch-size", "4096", "--lr", "0.02", *options)  # told: rerun alone
+    config = manifest_stages(run_dir)["refine"]["config"]
+    assert (config["batch_size"], config["lr"]) == (4096, 0.02)
 
 
 def manifest_stages(run_dir) -> dict:

@@ -12,10 +12,9 @@ import pytest
 import torch
 from helpers import assert_clean_error, invoke, invoke_ok
 
-from legcf_core import experiments
+from legcf_core import experiments, training
 from legcf_core.embeddings import qr_remainders
 from legcf_core.experiments import SETS, Experiment, Overrides, collect, resolve, run_experiment, table_rows
-from legcf_core.training import TrainConfig
 
 SMALL = ["--epochs", "2", "--batch-size", "4096", "--dim", "16", "--codebook-size", "30", "--device", "cpu"]
 OVERRIDES = Overrides(epochs=2, batch_size=4096, dim=16, codebook_size=30)
@@ -172,8 +171,7 @@ def test_a_result_trained_with_other_settings_is_retrained_not_reused(tmp_path, 
     assert run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # trained
     assert not run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # done before
 
-    retuned = TrainConfig(lr=0.02, l2=3e-4)  # as when the tuned settings change
-    monkeypatch.setitem(experiments.TRAINING, "full", retuned)
+    monkeypatch.setitem(training.TUNED_LR, ("full", "lightgcn"), 0.02)  # as when a tuned lr changes
     names = [row["name"] for row in table_rows("table2", collect(out, overrides), [2024], overrides)]
     assert full.name not in names  # an old result never stands for the new settings
 
