@@ -32,7 +32,7 @@ from legcf_core.partition import initial_assignment, metis_partition
 from legcf_core.runtime import keep_freed_memory, resolve_device
 from legcf_core.spec import build_model
 from legcf_core.stages import PretrainConfig, new_spec
-from legcf_core.training import NegativeSampler, TrainConfig, default_batch_size, train_epoch
+from legcf_core.training import NegativeSampler, TrainConfig, default_batch_size, default_lr, train_epoch
 
 
 def peak_rss_mb() -> float:
@@ -75,7 +75,7 @@ def main() -> None:
     metis_s, parts = timed(device, lambda: metis_partition(adjacency, args.codebook_size, 2024))
     assignment = initial_assignment(parts.parts, args.codebook_size, args.per_entity, 0.5, 2024)
     batch_size = args.batch_size or default_batch_size(args.embedding, args.backbone)
-    config = TrainConfig(batch_size=batch_size)
+    config = TrainConfig(batch_size=batch_size, lr=default_lr(args.embedding, args.backbone))
     legcf = args.embedding == "legcf"
     spec = new_spec(
         PretrainConfig(args.dim, args.layers, config, args.embedding, args.backbone),
