@@ -9,7 +9,6 @@
 set -uo pipefail
 data=$1; out=$2; shift 2
 export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:-}:$PWD"
-legcf() { python3 -m legcf_cli "$@"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, pymetis, typer, rich, safetensors, scipy; print('torch', torch.__version__, torch.cuda.is_available())"
 

@@ -129,6 +129,16 @@ DEFAULT_TRAIN = TrainConfig()
 DEFAULT_REFINE = stages.RefineConfig()
 
 
+def layer_defaults(
+    embedding: str, backbone: str, lr: float | None, batch_size: int | None
+) -> tuple[float, int]:
+    """--lr and --batch-size as given, else the values tuned for this layer."""
+    return (
+        default_lr(embedding, backbone) if lr is None else lr,
+        default_batch_size(embedding, backbone) if batch_size is None else batch_size,
+    )
+
+
 def train_config(
     epochs: int,
     batch_size: int,
@@ -221,8 +231,7 @@ def pretrain(
 ) -> None:
     """Learn the embedding layer (LEGCF: the codebook with S fixed; PEP: prune to the budget);
     keep the best on validation NDCG@20."""
-    lr = default_lr(embedding, backbone) if lr is None else lr
-    batch_size = default_batch_size(embedding, backbone) if batch_size is None else batch_size
+    lr, batch_size = layer_defaults(embedding, backbone, lr, batch_size)
     config = stages.PretrainConfig(
         dim,
         layers,
@@ -255,8 +264,7 @@ def refine(
     """LEGCF: alternate training with closed-form assignment updates every m epochs.
     PEP: retrain the pruned table from its initial values."""
     embedding, backbone = stages.trained_layer(RunDir(run_dir))
-    lr = default_lr(embedding, backbone) if lr is None else lr
-    batch_size = default_batch_size(embedding, backbone) if batch_size is None else batch_size
+    lr, batch_size = layer_defaults(embedding, backbone, lr, batch_size)
     config = stages.RefineConfig(
         update_every,
         train_config(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed),
@@ -375,8 +383,7 @@ def run(
     gets LEGCF's budget at --codebook-size and --per-entity unless --budget is given."""
     target = RunDir(run_dir)
     dev = resolve_device(device)
-    lr = default_lr(embedding, backbone) if lr is None else lr
-    batch_size = default_batch_size(embedding, backbone) if batch_size is None else batch_size
+    lr, batch_size = layer_defaults(embedding, backbone, lr, batch_size)
     pre_cfg = train_config(
         pretrain_epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed
     )

@@ -31,14 +31,6 @@ RESULT_FILE = "result.json"
 RESULT_VERSION = 1
 METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
-# Every layer trains with TrainConfig's defaults (lambda 3e-4, 5 negatives,
-# patience 5) and the lr and batch tuned for it on Gowalla's validation split
-# (training.default_lr and training.default_batch_size, as on the command
-# line). For the full table lr 0.05 beat 0.01 and lambda 3e-4 beat 1e-4 and
-# 1e-3 (docs/results.md, "Tuning the full table"); QR and PEP (a full table
-# while pruning) use the same.
-
-
 # An NGCF epoch on Gowalla costs ~25 s on 2 cores and an LR-GCCF one ~20 s
 # (d x d products per layer, forward and backward): their pretrain and
 # refine are capped so that a configuration finishes within 30 minutes
@@ -149,7 +141,8 @@ def resolve(experiment: Experiment, overrides: Overrides) -> Experiment:
 def training_configs(
     experiment: Experiment, seed: int, overrides: Overrides
 ) -> tuple[TrainConfig, TrainConfig]:
-    """Pretrain and refine settings: the embedding's tuned ones, then the overrides."""
+    """Pretrain and refine settings: TrainConfig's defaults with the lr and batch
+    tuned for the layer (as on the command line), then the overrides."""
     batch_size = default_batch_size(experiment.embedding, experiment.backbone)
     lr = default_lr(experiment.embedding, experiment.backbone)
     base = TrainConfig(seed=seed, batch_size=batch_size, lr=lr)
