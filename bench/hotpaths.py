@@ -32,7 +32,8 @@ from legcf_core.partition import initial_assignment, metis_partition
 from legcf_core.runtime import keep_freed_memory, resolve_device
 from legcf_core.spec import build_model
 from legcf_core.stages import PretrainConfig, new_spec
-from legcf_core.training import NegativeSampler, TrainConfig, default_batch_size, default_lr, train_epoch
+from legcf_core.training import NegativeSampler, TrainConfig, train_epoch
+from legcf_core.tuning import tuned
 
 
 def peak_rss_mb() -> float:
@@ -74,8 +75,8 @@ def main() -> None:
     adjacency = bipartite_adjacency(data.train)
     metis_s, parts = timed(device, lambda: metis_partition(adjacency, args.codebook_size, 2024))
     assignment = initial_assignment(parts.parts, args.codebook_size, args.per_entity, 0.5, 2024)
-    batch_size = args.batch_size or default_batch_size(args.embedding, args.backbone)
-    config = TrainConfig(batch_size=batch_size, lr=default_lr(args.embedding, args.backbone))
+    batch_size = args.batch_size or tuned(args.embedding, args.backbone).batch_size
+    config = TrainConfig(batch_size=batch_size, lr=tuned(args.embedding, args.backbone).lr)
     legcf = args.embedding == "legcf"
     spec = new_spec(
         PretrainConfig(args.dim, args.layers, config, args.embedding, args.backbone),

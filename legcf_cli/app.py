@@ -21,9 +21,10 @@ from rich.table import Table
 from legcf_cli.reporting import RichReporter, err_console
 from legcf_core import experiments, stages
 from legcf_core.artifacts import RunDir
+from legcf_core.config import RefineConfig, TrainConfig
 from legcf_core.errors import LegcfError
 from legcf_core.runtime import keep_freed_memory, resolve_device
-from legcf_core.training import TrainConfig, default_batch_size, default_lr
+from legcf_core.tuning import tuned
 
 app = typer.Typer(
     name="legcf",
@@ -126,7 +127,7 @@ ModelOpt = Annotated[
 ]
 
 DEFAULT_TRAIN = TrainConfig()
-DEFAULT_REFINE = stages.RefineConfig()
+DEFAULT_REFINE = RefineConfig()
 
 
 def layer_defaults(
@@ -134,8 +135,8 @@ def layer_defaults(
 ) -> tuple[float, int]:
     """--lr and --batch-size as given, else the values tuned for this layer."""
     return (
-        default_lr(embedding, backbone) if lr is None else lr,
-        default_batch_size(embedding, backbone) if batch_size is None else batch_size,
+        tuned(embedding, backbone).lr if lr is None else lr,
+        tuned(embedding, backbone).batch_size if batch_size is None else batch_size,
     )
 
 

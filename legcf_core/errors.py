@@ -1,7 +1,10 @@
 """The exception family a user can see.
 
 The CLI catches :class:`LegcfError` once, prints its message on one line and
-exits non-zero; anything else is a bug and keeps its traceback.
+exits non-zero; anything else is a bug and keeps its traceback. Engine
+messages name config fields (``lr``, ``codebook_size``), never command-line
+flags: a :class:`ConfigError` carries the field, and the CLI shows it as the
+flag that sets it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,23 @@ class DataError(LegcfError):
 
 
 class ConfigError(LegcfError):
-    """An option is out of range or contradicts the data (e.g. c > N, t > c)."""
+    """A setting is out of range or contradicts the data (e.g. c > N, t > c).
+
+    ``ConfigError("lr", "must be > 0, got -1")`` reads ``lr must be > 0, got -1``;
+    :meth:`render` puts another name (a flag) in place of the field.
+    """
+
+    def __init__(self, field: str | None, problem: str | None = None) -> None:
+        if problem is None:  # a message that names no single field
+            field, problem = None, field or ""
+        self.field = field
+        self.problem = problem
+        super().__init__(self.render())
+
+    def render(self, names: dict[str, str] | None = None) -> str:
+        if self.field is None:
+            return self.problem
+        return f"{(names or {}).get(self.field, self.field)} {self.problem}"
 
 
 class ArtifactError(LegcfError):

@@ -23,20 +23,14 @@ import torch
 
 from legcf_core import artifacts as art
 from legcf_core import stages
+from legcf_core.config import VALIDATION_METRIC, RefineConfig, TrainConfig
 from legcf_core.errors import ArtifactError, ConfigError
 from legcf_core.progress import Reporter, SilentReporter
-from legcf_core.training import VALIDATION_METRIC, TrainConfig, default_batch_size, default_lr
+from legcf_core.tuning import tuned
 
 RESULT_FILE = "result.json"
 RESULT_VERSION = 1
 METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
-
-# An NGCF epoch on Gowalla costs ~25 s on 2 cores and an LR-GCCF one ~20 s
-# (d x d products per layer, forward and backward): their pretrain and
-# refine are capped so that a configuration finishes within 30 minutes
-# (docs/baselines.md).
-EPOCH_CAPS = {"ngcf": (30, 10), "lrgccf": (30, 10)}
-
 
 @dataclass(frozen=True)
 class Experiment:
@@ -143,15 +137,12 @@ def training_configs(
 ) -> tuple[TrainConfig, TrainConfig]:
     """Pretrain and refine settings: TrainConfig's defaults with the lr and batch
     tuned for the layer (as on the command line), then the overrides."""
-    batch_size = default_batch_size(experiment.embedding, experiment.backbone)
-    lr = default_lr(experiment.embedding, experiment.backbone)
-    base = TrainConfig(seed=seed, batch_size=batch_size, lr=lr)
+    defaults = tuned(experiment.embedding, experiment.backbone)
+    base = TrainConfig(seed=seed, batch_size=defaults.batch_size, lr=defaults.lr)
     if overrides.batch_size:
         base = replace(base, batch_size=overrides.batch_size)
-    refine_defaults = stages.RefineConfig().train
-    pretrain_epochs, refine_epochs = EPOCH_CAPS.get(
-        experiment.backbone, (base.epochs, refine_defaults.epochs)
-    )
+    refine_defaults = RefineConfig().train
+    pretrain_epochs, refine_epochs = defaults.pretrain_epochs, defaults.refine_epochs
     pretrain = replace(base, epochs=overrides.epochs or pretrain_epochs)
     refine = replace(base, epochs=overrides.epochs or refine_epochs, lr_decay=refine_defaults.lr_decay)
     return pretrain, refine
@@ -241,8 +232,8 @@ def recorded_training(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def trained_as(recorded: dict[str, dict[str, Any]], pretrain: TrainConfig, refine: TrainConfig) -> bool:
     """Whether a finished run used these settings, so its result stands for this
-    configuration. A changed tuned setting (``training.TUNED_LR``, ``EPOCH_CAPS``,
-    ``training.TUNED_BATCH``) makes old results stale rather than silently reused."""
+    configuration. A changed tuned value (``legcf_core.tuning.TABLE``) makes old results
+    stale rather than silently reused."""
     expected = {"pretrain": asdict(pretrain), "refine": asdict(refine)}
     return "pretrain" in recorded and all(expected[stage] == recorded[stage] for stage in recorded)
 

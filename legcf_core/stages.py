@@ -20,6 +20,7 @@ import torch
 
 from legcf_core import artifacts as art
 from legcf_core.backbones import make_backbone
+from legcf_core.config import PartitionConfig, PretrainConfig, RefineConfig
 from legcf_core.data import Interactions, dataset_files, load_dataset
 from legcf_core.embeddings import (
     PEP_THRESHOLD_INIT,
@@ -64,38 +65,6 @@ from legcf_core.training import (
 
 SPLITS = ("train", "valid", "test")
 CPU = torch.device("cpu")
-
-
-# ------------------------------------------------------------------ configs
-
-
-@dataclass(frozen=True)
-class PartitionConfig:
-    codebook_size: int = 500
-    per_entity: int = 2
-    anchor_weight: float = 0.5
-    init: str = "metis"
-    seed: int = 2024
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    dim: int = 128
-    layers: int = 3
-    train: TrainConfig = TrainConfig()
-    embedding: str = "legcf"  # legcf, full, qr or pep
-    backbone: str = "lightgcn"  # lightgcn, ngcf or lrgccf
-    budget: int | None = None  # QR/PEP size (None: the run's LEGCF config); full: d = budget // N
-
-
-@dataclass(frozen=True)
-class RefineConfig:
-    """Refine keeps a constant learning rate by default: each assignment update
-    first costs validation accuracy, and decaying lr on those epochs left the
-    codebook unable to recover (docs/design.md)."""
-
-    update_every: int = 1
-    train: TrainConfig = TrainConfig(epochs=30, lr_decay=1.0)
 
 
 # -------------------------------------------------------------------- prepare

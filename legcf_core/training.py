@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from legcf_core.config import VALIDATION_METRIC, TrainConfig
 from legcf_core.errors import TrainingError
 from legcf_core.evaluation import evaluate
 from legcf_core.model import CodebookModel, GraphModel
@@ -32,51 +33,6 @@ from legcf_core.propagation import csr_tensor
 
 Model = CodebookModel | GraphModel
 
-VALIDATION_METRIC = "ndcg@20"
-
-
-# Backbones with weight matrices diverge at lr 0.05 on Gowalla (NGCF's loss
-# reached 4e5, LR-GCCF's 97 in the first epochs); 0.005 trains them stably.
-BACKBONE_LR = {"lightgcn": 0.05, "ngcf": 0.005, "lrgccf": 0.005}
-
-# Learning rates tuned per layer on Gowalla's validation split at the layer's
-# tuned batch (docs/design.md). LEGCF on LightGCN at batch 16,384: lr 0.1 beat
-# 0.02, 0.05, 0.15 and 0.2 with lambda 3e-4, which beat 1e-4, 2e-4, 5e-4 and
-# 1e-3 (refine's best validation NDCG@20 0.0885 against 0.0854 at lr 0.05).
-TUNED_LR = {("legcf", "lightgcn"): 0.1}
-
-
-def default_lr(embedding: str, backbone: str) -> float:
-    """The learning rate a layer trains with unless --lr says otherwise."""
-    return TUNED_LR.get((embedding, backbone), BACKBONE_LR.get(backbone, BACKBONE_LR["lightgcn"]))
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimization settings shared by pretrain and refine."""
-
-    epochs: int = 100
-    batch_size: int = 65536
-    negatives: int = 5
-    lr: float = 0.05
-    l2: float = 3e-4
-    patience: int = 5
-    eval_every: int = 1
-    lr_decay: float = 0.5  # multiply lr by this after an evaluation without improvement
-    seed: int = 2024
-
-
-# Batches tuned on Gowalla's validation split (docs/results.md). On LightGCN,
-# 16,384 beat 65,536 for the full table (NDCG@20 0.1073 against 0.1045) and
-# for LEGCF, whose refine gets 50 codebook steps between assignment updates
-# instead of 13 (0.0859 against 0.0844, mean of 3 seeds). QR and PEP were not
-# retuned; NGCF and LR-GCCF keep the batch their lr was probed at.
-TUNED_BATCH = {("full", "lightgcn"): 16384, ("legcf", "lightgcn"): 16384}
-
-
-def default_batch_size(embedding: str, backbone: str) -> int:
-    """The batch a layer trains with unless --batch-size says otherwise."""
-    return TUNED_BATCH.get((embedding, backbone), TrainConfig.batch_size)
 
 
 @dataclass

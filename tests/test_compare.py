@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import assert_clean_error, invoke, invoke_ok
 
-from legcf_core import experiments, training
+from legcf_core import experiments, tuning
 from legcf_core.embeddings import qr_remainders
 from legcf_core.experiments import SETS, Experiment, Overrides, collect, resolve, run_experiment, table_rows
 
@@ -171,7 +172,8 @@ def test_a_result_trained_with_other_settings_is_retrained_not_reused(tmp_path, 
     assert run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # trained
     assert not run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # done before
 
-    monkeypatch.setitem(training.TUNED_LR, ("full", "lightgcn"), 0.02)  # as when a tuned lr changes
+    changed = replace(tuning.TABLE[("full", "lightgcn")], lr=0.02)
+    monkeypatch.setitem(tuning.TABLE, ("full", "lightgcn"), changed)  # as when a tuned lr changes
     names = [row["name"] for row in table_rows("table2", collect(out, overrides), [2024], overrides)]
     assert full.name not in names  # an old result never stands for the new settings
 

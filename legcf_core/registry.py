@@ -1,0 +1,82 @@
+"""Names of the embedding layers and backbones, and where their code lives.
+
+This module imports neither torch nor scipy, so the CLI can list choices and
+draw plots without loading the engine; :func:`layer_type` and
+:func:`backbone_type` import a class only when it is asked for. Adding a layer
+is one entry here and one module under ``legcf_core/layers``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from legcf_core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered layer or backbone: its name, what people call it, where it lives."""
+
+    name: str
+    label: str  # for tables and plot legends
+    target: str  # "module:Class"
+    marker: str = "o"  # matplotlib marker in comparison plots
+    summary: str = ""  # one line for --help
+
+    def load(self) -> Any:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+LAYERS: dict[str, Entry] = {
+    entry.name: entry
+    for entry in (
+        Entry(
+            "legcf",
+            "LEGCF",
+            "legcf_core.layers.codebook:CodebookLayer",
+            "o",
+            "c meta-embeddings and a sparse assignment S (the paper's)",
+        ),
+        Entry("full", "full table", "legcf_core.layers.full:FullLayer", "s", "one free row per entity"),
+        Entry("qr", "QR", "legcf_core.layers.qr:QRLayer", "^", "quotient-remainder compositional rows"),
+        Entry("pep", "PEP", "legcf_core.layers.pep:PEPLayer", "D", "learned soft-threshold pruning"),
+    )
+}
+
+BACKBONES: dict[str, Entry] = {
+    entry.name: entry
+    for entry in (
+        Entry(
+            "lightgcn", "LightGCN", "legcf_core.backbones:LightGCN", summary="parameter-free mean of A^l E"
+        ),
+        Entry("ngcf", "NGCF", "legcf_core.backbones:NGCF", summary="two weight matrices per layer"),
+        Entry("lrgccf", "LR-GCCF", "legcf_core.backbones:LRGCCF", summary="linear residual layers"),
+    )
+}
+
+
+def _entry(kind: str, table: dict[str, Entry], name: str) -> Entry:
+    if name not in table:
+        raise ConfigError(kind, f"{name!r} is unknown; expected one of {', '.join(table)}")
+    return table[name]
+
+
+def layer_entry(name: str) -> Entry:
+    return _entry("embedding", LAYERS, name)
+
+
+def backbone_entry(name: str) -> Entry:
+    return _entry("backbone", BACKBONES, name)
+
+
+def layer_type(name: str) -> Any:
+    """The :class:`~legcf_core.layers.EmbeddingLayer` subclass registered as ``name``."""
+    return layer_entry(name).load()
+
+
+def backbone_type(name: str) -> Any:
+    """The :class:`~legcf_core.backbones.Backbone` subclass registered as ``name``."""
+    return backbone_entry(name).load()
