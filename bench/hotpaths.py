@@ -1,12 +1,14 @@
 """Time legcf's hot paths on a dataset: a training epoch, an assignment update
-(closed-form solve + graph and operator rebuild) and full-ranking evaluation.
+(closed-form solve + graph and operator rebuild), full-ranking evaluation and
+top-20 recommendations for 1,000 users.
 
     python bench/hotpaths.py ../shared/data/gowalla --json
     python bench/hotpaths.py ../shared/data/gowalla --embedding full --backbone ngcf --json
 
-prints {"epoch_s": ..., "update_s": ..., "eval_s": ..., "peak_rss_mb": ...}
-(``update_s`` only for LEGCF). LEGCF on LightGCN times the linear-operator
-path while P is the cheaper one (``propagation`` says which ran); any other
+prints {"epoch_s": ..., "update_s": ..., "eval_s": ..., "recommend_1000_users_s": ...,
+"peak_rss_mb": ...} (``update_s`` only for layers with an assignment). LEGCF on
+LightGCN times the linear-operator path while P is the cheaper one (``model``
+says which ran: OperatorModel or PropagationModel); any other
 embedding or backbone times explicit propagation. A benchmark, not a test:
 numbers depend on the machine.
 """
@@ -24,14 +26,15 @@ from pathlib import Path
 import torch
 
 from legcf_core.data import load_dataset
-from legcf_core.embeddings import legcf_params
 from legcf_core.evaluation import evaluate
 from legcf_core.graph import bipartite_adjacency
-from legcf_core.model import CodebookModel
+from legcf_core.layers import LayerSize
+from legcf_core.layers.codebook import legcf_params
+from legcf_core.model import StoredModel, new_backbone, trainable
 from legcf_core.partition import initial_assignment, metis_partition
+from legcf_core.recommender import Recommender
+from legcf_core.registry import layer_type
 from legcf_core.runtime import keep_freed_memory, resolve_device
-from legcf_core.spec import build_model
-from legcf_core.stages import PretrainConfig, new_spec
 from legcf_core.training import NegativeSampler, TrainConfig, train_epoch
 from legcf_core.tuning import tuned
 
@@ -77,15 +80,18 @@ def main() -> None:
     assignment = initial_assignment(parts.parts, args.codebook_size, args.per_entity, 0.5, 2024)
     batch_size = args.batch_size or tuned(args.embedding, args.backbone).batch_size
     config = TrainConfig(batch_size=batch_size, lr=tuned(args.embedding, args.backbone).lr)
-    legcf = args.embedding == "legcf"
-    spec = new_spec(
-        PretrainConfig(args.dim, args.layers, config, args.embedding, args.backbone),
+    kind = layer_type(args.embedding)
+    size = LayerSize(
         data.n_entities,
-        legcf_params(data.n_entities, args.dim, args.codebook_size, args.per_entity),
-        assignment if legcf else None,
-        {"codebook_size": args.codebook_size, "per_entity": args.per_entity} if legcf else None,
+        args.dim,
+        2024,
+        budget=legcf_params(data.n_entities, args.dim, args.codebook_size, args.per_entity),
+        assignment=assignment if kind.uses_partition else None,
+        per_entity=args.per_entity,
     )
-    model = build_model(spec, data.train, data.n_users, device)
+    backbone = new_backbone(args.backbone, args.dim, args.layers, 2024)
+    stored = StoredModel(kind.create(size), backbone, args.backbone, args.dim, args.layers, 2024)
+    model = trainable(stored, data.train, data.n_users, device)
     sampler = NegativeSampler(data.train, config.negatives, 2024)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
@@ -97,12 +103,24 @@ def main() -> None:
     epoch_s = min(
         timed(device, lambda: train_epoch(model, sampler, optimizer, config))[0] for _ in range(args.repeat)
     )
-    update_s = min(timed(device, model.update_assignment)[0] for _ in range(args.repeat)) if legcf else None
+    update_s = None
+    if kind.updates_assignment:
+        update_s = min(timed(device, model.update_assignment)[0] for _ in range(args.repeat))
     eval_s = min(timed(device, eval_all)[0] for _ in range(args.repeat))
+
+    def recommend_1000() -> object:
+        with torch.no_grad():
+            h = model.entity_embeddings()
+        users = data.user_ids[: min(1000, data.n_users)]
+        served = Recommender(h[: data.n_users], h[data.n_users :], data.train, data.user_ids, data.item_ids)
+        return served.recommend(users, k=20)
+
+    recommend_s = min(timed(device, recommend_1000)[0] for _ in range(args.repeat))
     result = {
         "epoch_s": round(epoch_s, 3),
         "update_s": None if update_s is None else round(update_s, 3),
         "eval_s": round(eval_s, 3),
+        "recommend_1000_users_s": round(recommend_s, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "metis_s": round(metis_s, 3),
         "positives": int(data.train.nnz),
@@ -111,8 +129,8 @@ def main() -> None:
         "batch_size": batch_size,
         "embedding": args.embedding,
         "backbone": args.backbone,
-        "params": model.params(),
-        "propagation": "operator" if isinstance(model, CodebookModel) else "explicit",
+        "params": model.stored_params(),
+        "model": type(model).__name__,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),

@@ -22,7 +22,7 @@ from legcf_cli.reporting import RichReporter, err_console
 from legcf_core import experiments, stages
 from legcf_core.artifacts import RunDir
 from legcf_core.config import RefineConfig, TrainConfig
-from legcf_core.errors import LegcfError
+from legcf_core.errors import ConfigError, LegcfError
 from legcf_core.runtime import keep_freed_memory, resolve_device
 from legcf_core.tuning import tuned
 
@@ -43,6 +43,16 @@ def demo_dataset() -> Path:
     return Path(str(resources.files("legcf_core") / "datasets" / "gowalla_mini"))
 
 
+FLAG_NAMES = {
+    name: "--" + name.replace("_", "-")
+    for name in (
+        "embedding", "backbone", "init", "split", "model", "codebook_size", "per_entity", "anchor_weight",
+        "update_every", "dim", "layers", "budget", "epochs", "batch_size", "negatives", "lr", "l2",
+        "patience", "eval_every", "lr_decay", "seed", "test_fraction", "k", "device",
+    )
+}
+
+
 def user_errors(command: F) -> F:
     """Print a LegcfError as one line on stderr and exit 1; Ctrl-C exits 130."""
 
@@ -52,7 +62,8 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except LegcfError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            message = exc.render(FLAG_NAMES) if isinstance(exc, ConfigError) else str(exc)
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]: files already written are intact")

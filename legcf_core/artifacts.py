@@ -35,6 +35,12 @@ PARTITION_FILE = "assignment_init.safetensors"
 PRETRAIN_FILE = "pretrain.safetensors"
 REFINE_FILE = "refine.safetensors"
 EXPORT_FILE = "model.safetensors"
+STAGE_FILES = {
+    "prepare": DATA_FILE,
+    "partition": PARTITION_FILE,
+    "pretrain": PRETRAIN_FILE,
+    "refine": REFINE_FILE,
+}
 
 
 # ---------------------------------------------------------------- atomic I/O

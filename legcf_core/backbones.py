@@ -15,13 +15,42 @@ uses, is left out: the comparison is about the embedding layer.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
 import scipy.sparse as sp
 import torch
 
 from legcf_core.graph import normalize_symmetric
 from legcf_core.propagation import to_torch_csr
 
-BACKBONES = ("lightgcn", "ngcf", "lrgccf")
+
+class Backbone(torch.nn.Module, ABC):
+    """The backbone contract: propagate layer-0 rows over a graph it normalizes itself.
+
+    ``Backbone(dim, layers, seed)`` builds one with seeded weights; ``forward(graph,
+    x0)`` takes the normalized graph as a torch sparse tensor and returns one output
+    row per node, ``output_dim`` wide; scores are inner products of those rows.
+    A ``fixed_operator`` backbone computes H = P x0 with P fixed by the graph alone, which lets a
+    layer train through P instead of propagating (LEGCF's fast path).
+    """
+
+    fixed_operator: ClassVar[bool] = False
+
+    def __init__(self, dim: int, layers: int, seed: int = 0) -> None:
+        super().__init__()
+        self.dim, self.layers = dim, layers
+
+    @property
+    @abstractmethod
+    def output_dim(self) -> int: ...
+
+    @staticmethod
+    @abstractmethod
+    def normalize(adjacency: sp.csr_matrix) -> sp.csr_matrix: ...
+
+    @abstractmethod
+    def forward(self, adjacency: torch.Tensor, x0: torch.Tensor) -> torch.Tensor: ...
 
 
 class _SymmetricProduct(torch.autograd.Function):
@@ -46,12 +75,10 @@ def symmetric_product(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _SymmetricProduct.apply(adjacency, x)
 
 
-class LightGCN(torch.nn.Module):
+class LightGCN(Backbone):
     """Parameter-free: the mean of Ahat^l E0 over layers 0..L."""
 
-    def __init__(self, dim: int, layers: int, seed: int = 0) -> None:
-        super().__init__()
-        self.dim, self.layers = dim, layers
+    fixed_operator = True
 
     @property
     def output_dim(self) -> int:
@@ -74,12 +101,11 @@ def _glorot(dim_in: int, dim_out: int, generator: torch.Generator) -> torch.nn.P
     return torch.nn.Parameter((torch.rand(dim_in, dim_out, generator=generator) * 2 - 1) * bound)
 
 
-class NGCF(torch.nn.Module):
+class NGCF(Backbone):
     """Two weight matrices and biases per layer; nonlinear, so no linear shortcut."""
 
     def __init__(self, dim: int, layers: int, seed: int = 0) -> None:
-        super().__init__()
-        self.dim, self.layers = dim, layers
+        super().__init__(dim, layers, seed)
         generator = torch.Generator().manual_seed(seed + 1)
         self.w1 = torch.nn.ParameterList([_glorot(dim, dim, generator) for _ in range(layers)])
         self.w2 = torch.nn.ParameterList([_glorot(dim, dim, generator) for _ in range(layers)])
@@ -105,12 +131,11 @@ class NGCF(torch.nn.Module):
         return torch.cat(outputs, dim=1)
 
 
-class LRGCCF(torch.nn.Module):
+class LRGCCF(Backbone):
     """Linear residual GCN: a weight matrix per layer, layers concatenated."""
 
     def __init__(self, dim: int, layers: int, seed: int = 0) -> None:
-        super().__init__()
-        self.dim, self.layers = dim, layers
+        super().__init__(dim, layers, seed)
         generator = torch.Generator().manual_seed(seed + 1)
         self.weights = torch.nn.ParameterList([_glorot(dim, dim, generator) for _ in range(layers)])
 
@@ -129,13 +154,6 @@ class LRGCCF(torch.nn.Module):
             x = symmetric_product(adjacency, x) @ self.weights[layer]
             outputs.append(x)
         return torch.cat(outputs, dim=1)
-
-
-def make_backbone(name: str, dim: int, layers: int, seed: int) -> torch.nn.Module:
-    classes = {"lightgcn": LightGCN, "ngcf": NGCF, "lrgccf": LRGCCF}
-    if name not in classes:
-        raise ValueError(f"unknown backbone {name!r}")
-    return classes[name](dim, layers, seed)
 
 
 def graph_tensor(backbone: torch.nn.Module, adjacency: sp.csr_matrix, device: torch.device) -> torch.Tensor:

@@ -1,157 +1,186 @@
-"""Trainable recommenders: an embedding table, a backbone and the graph they live on.
+"""A recommender as stored, and as trained: an embedding layer, a backbone and the graph.
 
-Training talks to a model through four calls: ``parameters()``,
-``outputs(counts)`` (propagated rows H of all N entities and the L2 term
-sum_p counts_p |e_p|^2 over layer-0 rows), ``state()`` / ``load_state()`` for
-keeping the best, and, for LEGCF, ``update_assignment()``.
-
-:class:`CodebookModel` is LEGCF on LightGCN through the linear operator P (for
-codebooks small enough that the dense P pays, ``spec.operator_pays``);
-:class:`GraphModel` propagates explicitly and serves every other pairing of
-table and backbone.
+:class:`StoredModel` is what an artifact holds (the layer's arrays, the
+backbone's weights and the header fields that say how they were made);
+:func:`trainable` puts it on a device over a training graph. Training talks
+to the result through :class:`~legcf_core.training.TrainableModel`.
+:class:`PropagationModel` propagates explicitly and serves every pairing of
+layer and backbone; a layer may offer a faster model of its own
+(``EmbeddingLayer.operator_model``, e.g. LEGCF's P on LightGCN).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from legcf_core.assignment import update_assignment
-from legcf_core.backbones import graph_tensor
-from legcf_core.embeddings import CodebookTable
-from legcf_core.graph import expanded_adjacency, normalize_symmetric
-from legcf_core.inspection import embedding_params
-from legcf_core.propagation import linear_operator, to_torch_csr
+from legcf_core.backbones import Backbone, graph_tensor
+from legcf_core.errors import ArtifactError, ConfigError
+from legcf_core.graph import bipartite_adjacency
+from legcf_core.layers import EmbeddingLayer
+from legcf_core.registry import backbone_type, layer_type
+
+BACKBONE_PREFIX = "backbone."
+_NOT_LAYER = ("train.", "user_ids", "item_ids", "parts")  # what exports and run files hold besides
 
 
-class CodebookModel:
-    """Entity embeddings H = P E_meta over the expanded graph A' = [[A, S], [S^T, 0]].
+@dataclass
+class StoredModel:
+    """A model as an artifact holds it: layer, backbone weights, and the settings that built them."""
 
-    P is rebuilt whenever S changes; between changes a forward pass is one
-    dense (N+c) x c by c x d product.
-    """
-
-    def __init__(
-        self,
-        adjacency: sp.csr_matrix,
-        n_users: int,
-        assignment: sp.csr_matrix,
-        codebook: torch.Tensor,
-        per_entity: int,
-        layers: int,
-        device: torch.device,
-    ) -> None:
-        self.adjacency = adjacency
-        self.n_users = n_users
-        self.n_entities = adjacency.shape[0]
-        self.per_entity = per_entity
-        self.layers = layers
-        self.device = device
-        self.codebook = torch.nn.Parameter(codebook.detach().clone().to(device))
-        self.set_assignment(assignment)
+    layer: EmbeddingLayer
+    backbone: Backbone
+    backbone_name: str
+    dim: int
+    layers: int
+    seed: int
 
     @property
-    def codebook_size(self) -> int:
-        return int(self.codebook.shape[0])
+    def embedding(self) -> str:
+        return self.layer.name
 
-    def set_assignment(self, assignment: sp.csr_matrix) -> None:
-        """Install S, regenerate A' and the linear operator P (Algorithm 1, line 11)."""
-        self.assignment = assignment.astype("float32").tocsr()
-        self.entity_operator = self.meta_operator = None  # free the old P before building the new
-        expanded = normalize_symmetric(expanded_adjacency(self.adjacency, self.assignment))
-        operator = linear_operator(to_torch_csr(expanded, self.device), self.assignment, self.layers)
-        self.entity_operator = operator[: self.n_entities].contiguous()
-        self.meta_operator = operator[self.n_entities :].contiguous()
+    def stored_params(self) -> int:
+        return self.layer.stored_params()
 
-    def entity_embeddings(self) -> torch.Tensor:
-        """H_full = P[:N] E_meta (Eq. 9)."""
-        return self.entity_operator @ self.codebook
+    def stored_bytes(self) -> int:
+        return self.layer.stored_bytes()
 
-    def meta_embeddings(self) -> torch.Tensor:
-        """H_meta = P[N:] E_meta (Eq. 9)."""
-        return self.meta_operator @ self.codebook
+    def header(self) -> dict[str, object]:
+        return {
+            "embedding": self.layer.name,
+            "backbone": self.backbone_name,
+            "dim": self.dim,
+            "layers": self.layers,
+            "seed": self.seed,
+            **self.layer.header(),
+        }
 
-    def update_assignment(self) -> int:
-        """Re-solve S in closed form and rebuild the graph; returns rows that kept their old S."""
-        with torch.no_grad():
-            h_full, h_meta = self.entity_embeddings(), self.meta_embeddings()
-        updated, kept = update_assignment(h_full, h_meta, self.assignment, self.per_entity)
-        self.set_assignment(updated)
-        return kept
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return [self.codebook]
-
-    def outputs(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """H_full and the batch's L2 sum as tr(E^T W E), W = S^T diag(counts) S (c x c)."""
-        gram = torch.from_numpy(l2_gram(self.assignment, counts)).to(self.device, self.codebook.dtype)
-        return self.entity_embeddings(), (self.codebook * (gram @ self.codebook)).sum()
+    def arrays(self, export: bool = False) -> dict[str, np.ndarray]:
+        """The layer's arrays (for an export, only what scoring needs) and the backbone's weights."""
+        arrays = self.layer.export_arrays() if export else self.layer.arrays()
+        for name, value in self.backbone.state_dict().items():
+            arrays[BACKBONE_PREFIX + name] = value.detach().cpu().numpy()
+        return arrays
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"codebook": self.codebook.detach().cpu().clone()}
+        """Trainable tensors by name, as a trainable model's ``state()`` gives them."""
+        return joint_state(self.layer, self.backbone)
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            self.codebook.copy_(state["codebook"].to(self.device))
-
-    def params(self) -> int:
-        return embedding_params(tuple(self.codebook.shape), self.assignment)
-
-
-def l2_gram(assignment: sp.csr_matrix, counts: np.ndarray) -> np.ndarray:
-    """W = S^T diag(counts) S, so that sum_p counts_p |s_p E|^2 = tr(E^T W E)."""
-    weighted = sp.diags(counts.astype(np.float32)) @ assignment
-    return (assignment.T @ weighted).toarray()
+    def load_state(self, state: Mapping[str, torch.Tensor], assignment: sp.csr_matrix | None = None) -> None:
+        """Install a trained state (and, for a layer with one, its assignment S)."""
+        load_split_state(self.layer, self.backbone, state)
+        if assignment is not None:
+            self.layer.set_assignment(assignment)
 
 
-class GraphModel:
-    """Any layer-0 table through any backbone, by explicit propagation.
+def joint_state(layer: torch.nn.Module, backbone: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """CPU copies of the layer's state and the backbone's, the latter under ``backbone.``."""
+    state = {name: value.detach().cpu().clone() for name, value in layer.state_dict().items()}
+    for name, value in backbone.state_dict().items():
+        state[BACKBONE_PREFIX + name] = value.detach().cpu().clone()
+    return state
 
-    With a :class:`CodebookTable` the graph is LEGCF's expanded A' and the
-    assignment update uses the backbone's outputs for entities and for the
-    meta nodes (for NGCF and LR-GCCF, their concatenated layers).
+
+def load_split_state(
+    layer: torch.nn.Module, backbone: torch.nn.Module, state: Mapping[str, torch.Tensor]
+) -> None:
+    """Load ``backbone.``-prefixed entries into the backbone, the rest into the layer."""
+    n = len(BACKBONE_PREFIX)
+    with torch.no_grad():
+        layer.load_state_dict({k: v for k, v in state.items() if not k.startswith(BACKBONE_PREFIX)})
+        backbone.load_state_dict({k[n:]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)})
+
+
+def new_backbone(name: str, dim: int, layers: int, seed: int) -> Backbone:
+    """A freshly initialized backbone (seeded) of the registered kind ``name``."""
+    return backbone_type(name)(dim, layers, seed)
+
+
+def stored_model_from_arrays(
+    arrays: Mapping[str, np.ndarray], meta: Mapping[str, str], path: Path | str, n_entities: int
+) -> StoredModel:
+    """Inverse of :meth:`StoredModel.arrays` with the header; legcf 0.1 files lack the
+    embedding and backbone fields and are LEGCF on LightGCN."""
+    embedding, backbone_name = meta.get("embedding", "legcf"), meta.get("backbone", "lightgcn")
+    try:
+        kind = layer_type(embedding)
+        dim, layers, seed = int(meta["dim"]), int(meta["layers"]), int(meta.get("seed", 0))
+        backbone = new_backbone(backbone_name, dim, layers, seed)
+    except ConfigError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    layer_arrays = {k: v for k, v in arrays.items() if not k.startswith((BACKBONE_PREFIX, *_NOT_LAYER))}
+    layer = kind.from_arrays(layer_arrays, meta, n_entities)
+    n = len(BACKBONE_PREFIX)
+    weights = {
+        k[n:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(BACKBONE_PREFIX)
+    }
+    if weights:
+        backbone.load_state_dict(weights)
+    return StoredModel(layer, backbone, backbone_name, dim, layers, seed)
+
+
+def trainable(model: StoredModel, train: sp.csr_matrix, n_users: int, device: torch.device):
+    """The stored model on ``device`` over the training graph, ready to train or score.
+
+    The layer's own faster model is used where it offers one; everything else
+    propagates explicitly. Both compute the same H, gradients and update.
     """
+    adjacency = bipartite_adjacency(train)
+    fast = model.layer.operator_model(adjacency, n_users, model.backbone, device)
+    if fast is not None:
+        return fast
+    return PropagationModel(model.layer, model.backbone, adjacency, n_users, device)
+
+
+def propagated_embeddings(
+    model: StoredModel, train: sp.csr_matrix, n_users: int, device: torch.device
+) -> torch.Tensor:
+    """The propagated rows H of all entities: what scoring uses."""
+    with torch.no_grad():
+        return trainable(model, train, n_users, device).entity_embeddings()
+
+
+class PropagationModel:
+    """Any layer through any backbone, by explicit propagation over the layer's graph."""
 
     def __init__(
         self,
-        table: torch.nn.Module,
-        backbone: torch.nn.Module,
+        layer: EmbeddingLayer,
+        backbone: Backbone,
         adjacency: sp.csr_matrix,
         n_users: int,
         device: torch.device,
-        per_entity: int = 0,
     ) -> None:
-        self.table = table.to(device)
+        self.layer = layer.to(device)
         self.backbone = backbone.to(device)
         self.adjacency = adjacency
         self.n_users = n_users
         self.n_entities = adjacency.shape[0]
-        self.per_entity = per_entity
         self.device = device
-        if isinstance(self.table, CodebookTable):  # its [S; I] must live where the codebook moved
-            self.table.set_assignment(self.table.assignment)
         self._build_graph()
 
     @property
     def assignment(self) -> sp.csr_matrix | None:
-        return self.table.assignment if isinstance(self.table, CodebookTable) else None
+        return self.layer.assignment
 
     def _build_graph(self) -> None:
-        graph = self.adjacency
-        if self.assignment is not None:
-            graph = expanded_adjacency(self.adjacency, self.assignment)
-        self.graph = graph_tensor(self.backbone, graph, self.device)
+        self.graph = graph_tensor(self.backbone, self.layer.graph(self.adjacency), self.device)
 
     def parameters(self) -> list[torch.nn.Parameter]:
-        return [*self.table.parameters(), *self.backbone.parameters()]
+        return [*self.layer.parameters(), *self.backbone.parameters()]
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer-0 rows of every node and the backbone's output rows."""
-        x0 = self.table()
+        x0 = self.layer()
         return x0, self.backbone(self.graph, x0)
 
     def outputs(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Entity rows of H and the batch's L2 sum over layer-0 rows, weighted by ``counts``."""
         x0, h = self.propagate()
         present = np.flatnonzero(counts)
         rows = torch.from_numpy(present).to(self.device)
@@ -163,29 +192,18 @@ class GraphModel:
         return self.propagate()[1][: self.n_entities]
 
     def update_assignment(self) -> int:
-        """LEGCF only: S <- top-t(H_full pinv(H_meta)) on the backbone's outputs."""
-        if self.assignment is None:
-            raise ValueError("only a LEGCF table has an assignment to update")
+        """Re-solve the layer's assignment on the backbone's outputs and rebuild the graph."""
         with torch.no_grad():
             h = self.propagate()[1]
-        updated, kept = update_assignment(
-            h[: self.n_entities], h[self.n_entities :], self.assignment, self.per_entity
-        )
-        self.table.set_assignment(updated.astype(np.float32).tocsr())
+        kept = self.layer.update_assignment(h)
         self._build_graph()
         return kept
 
     def state(self) -> dict[str, torch.Tensor]:
-        state = {name: value.detach().cpu().clone() for name, value in self.table.state_dict().items()}
-        for name, value in self.backbone.state_dict().items():
-            state[f"backbone.{name}"] = value.detach().cpu().clone()
-        return state
+        return joint_state(self.layer, self.backbone)
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        prefix = "backbone."
-        self.table.load_state_dict({k: v for k, v in state.items() if not k.startswith(prefix)})
-        self.backbone.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+        load_split_state(self.layer, self.backbone, state)
 
-    def params(self) -> int:
-        """Numbers the embedding layer stores (backbone weights are not counted, as in the paper)."""
-        return self.table.params()
+    def stored_params(self) -> int:
+        return self.layer.stored_params()

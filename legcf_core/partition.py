@@ -24,20 +24,20 @@ def check_anchor_weight(anchor_weight: float, per_entity: int) -> None:
     if not 0.0 < anchor_weight <= 1.0 or (per_entity > 1 and anchor_weight >= 1.0):
         upper = "1)" if per_entity > 1 else "1]"
         raise ConfigError(
-            f"anchor weight w* must lie in (0, {upper} with t={per_entity}, got {anchor_weight}"
+            "anchor_weight", f"w* must lie in (0, {upper} with t={per_entity}, got {anchor_weight}"
         )
 
 
 def check_sizes(n_entities: int, codebook_size: int, per_entity: int) -> None:
     """Reject c and t that cannot make a valid assignment."""
     if codebook_size < 1:
-        raise ConfigError(f"codebook size c must be >= 1, got {codebook_size}")
+        raise ConfigError("codebook_size", f"c must be >= 1, got {codebook_size}")
     if codebook_size > n_entities:
-        raise ConfigError(f"codebook size c={codebook_size} exceeds the number of entities N={n_entities}")
+        raise ConfigError("codebook_size", f"c={codebook_size} exceeds the number of entities N={n_entities}")
     if per_entity < 1:
-        raise ConfigError(f"per-entity count t must be >= 1, got {per_entity}")
+        raise ConfigError("per_entity", f"t must be >= 1, got {per_entity}")
     if per_entity > codebook_size:
-        raise ConfigError(f"per-entity count t={per_entity} exceeds codebook size c={codebook_size}")
+        raise ConfigError("per_entity", f"t={per_entity} exceeds codebook size c={codebook_size}")
 
 
 def metis_partition(adjacency: sp.csr_matrix, n_parts: int, seed: int) -> Partition:

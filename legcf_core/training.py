@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,11 +29,33 @@ import torch
 from legcf_core.config import VALIDATION_METRIC, TrainConfig
 from legcf_core.errors import TrainingError
 from legcf_core.evaluation import evaluate
-from legcf_core.model import CodebookModel, GraphModel
 from legcf_core.propagation import csr_tensor
 
-Model = CodebookModel | GraphModel
 
+class TrainableModel(Protocol):
+    """What training needs of a model on a device (``legcf_core.model.trainable`` makes one)."""
+
+    n_users: int
+    n_entities: int
+    device: torch.device
+
+    @property
+    def assignment(self) -> sp.csr_matrix | None: ...
+
+    def parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def outputs(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Propagated entity rows H and the L2 sum over layer-0 rows weighted by ``counts``."""
+
+    def entity_embeddings(self) -> torch.Tensor: ...
+
+    def update_assignment(self) -> int: ...
+
+    def state(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    def stored_params(self) -> int: ...
 
 
 @dataclass
@@ -56,10 +79,6 @@ class TrainResult:
     best_epoch: int
     history: list[EpochLog] = field(default_factory=list)
     stopped_early: bool = False
-
-    @property
-    def best_codebook(self) -> torch.Tensor:
-        return self.best_state["codebook"]
 
 
 def batch_count(n_positives: int, batch_size: int) -> int:
@@ -170,13 +189,6 @@ def batch_bpr(h: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torc
     return _BatchBPR.apply(h, users, pos, neg)
 
 
-def bpr_loss(h_user: torch.Tensor, h_pos: torch.Tensor, h_neg: torch.Tensor) -> torch.Tensor:
-    """Mean of -ln sigma(y_ui - y_uj) over all (u, i, j) triplets of a batch."""
-    pos = (h_user * h_pos).sum(dim=1, keepdim=True)
-    neg = torch.einsum("bd,bkd->bk", h_user, h_neg)
-    return torch.nn.functional.softplus(neg - pos).mean()
-
-
 def batch_counts(n_entities: int, n_users: int, users, items, negatives) -> np.ndarray:
     """How often each entity's layer-0 embedding enters the L2 term of one batch."""
     counts = np.bincount(users, minlength=n_entities).astype(np.float64)
@@ -186,7 +198,7 @@ def batch_counts(n_entities: int, n_users: int, users, items, negatives) -> np.n
 
 
 def train_epoch(
-    model: Model,
+    model: TrainableModel,
     sampler: NegativeSampler,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
@@ -216,7 +228,7 @@ def train_epoch(
     return total / max(batches, 1)
 
 
-def validate(model: Model, train: sp.csr_matrix, valid: sp.csr_matrix) -> dict[str, float]:
+def validate(model: TrainableModel, train: sp.csr_matrix, valid: sp.csr_matrix) -> dict[str, float]:
     """Validation metrics of the current model (full ranking)."""
     with torch.no_grad():
         h = model.entity_embeddings()
@@ -224,7 +236,7 @@ def validate(model: Model, train: sp.csr_matrix, valid: sp.csr_matrix) -> dict[s
 
 
 def fit(
-    model: Model,
+    model: TrainableModel,
     train: sp.csr_matrix,
     valid: sp.csr_matrix,
     config: TrainConfig,
@@ -277,7 +289,7 @@ def fit(
 
 
 def prune(
-    model: GraphModel,
+    model: TrainableModel,
     train: sp.csr_matrix,
     valid: sp.csr_matrix,
     config: TrainConfig,
@@ -296,7 +308,7 @@ def prune(
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         log = EpochLog(epoch, train_epoch(model, sampler, optimizer, config, on_batch), 0.0)
-        log.nonzeros = model.params()
+        log.nonzeros = model.stored_params()
         if epoch % config.eval_every == 0 or log.nonzeros <= budget:
             log.valid = validate(model, train, valid)
             if log.valid[VALIDATION_METRIC] > best:

@@ -98,3 +98,13 @@ def assert_clean_error(result, *needles: str) -> str:
     for needle in needles:
         assert needle.lower() in line.lower(), f"{needle!r} not in {line!r}"
     return line
+
+
+def operator_model(adjacency, n_users, assignment, codebook, per_entity, layers, device=None):
+    """LEGCF's operator-path model over ``adjacency`` with S = ``assignment`` and E_meta = ``codebook``."""
+    import torch
+
+    from legcf_core.layers.codebook import CodebookLayer, OperatorModel
+
+    layer = CodebookLayer(codebook, assignment, per_entity)
+    return OperatorModel(layer, adjacency, n_users, layers, device or torch.device("cpu"))

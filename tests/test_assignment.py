@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from helpers import operator_model
 
 from legcf_core.assignment import update_assignment
 from legcf_core.graph import bipartite_adjacency
-from legcf_core.model import CodebookModel
 
 
 def planted_assignment(n: int, c: int, t: int, rng: np.random.Generator) -> np.ndarray:
@@ -142,13 +142,13 @@ def test_negative_weights_clipped_rows_renormalized_and_empty_rows_kept():
 
 
 def test_model_update_matches_slow_reference():
-    """CodebookModel.update_assignment against a numpy pinv / top-t / clip / renormalize loop."""
+    """OperatorModel.update_assignment against a numpy pinv / top-t / clip / renormalize loop."""
     rng = np.random.default_rng(3)
     n_users, n_items, c, d, t, layers = 8, 12, 5, 7, 2, 2
     R = (rng.random((n_users, n_items)) < 0.4).astype(np.float32)
     n = n_users + n_items
     S0 = planted_assignment(n, c, t, rng).astype(np.float32)
-    model = CodebookModel(
+    model = operator_model(
         bipartite_adjacency(sp.csr_matrix(R)),
         n_users,
         sp.csr_matrix(S0),
@@ -177,7 +177,7 @@ def test_model_update_matches_slow_reference():
     assert not np.allclose(expected, S0, atol=1e-3)  # the update did change S
 
     # The operator was rebuilt for the new S: H equals a fresh model's on the new assignment.
-    fresh = CodebookModel(
+    fresh = operator_model(
         bipartite_adjacency(sp.csr_matrix(R)),
         n_users,
         model.assignment,

@@ -14,22 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from legcf_core.backbones import LRGCCF, NGCF, LightGCN, graph_tensor, symmetric_product
-from legcf_core.embeddings import (
-    CodebookTable,
-    FullTable,
-    PEPTable,
-    QRTable,
-    SparseTable,
-    legcf_params,
-    prune_to_budget,
-    qr_remainders,
-)
 from legcf_core.errors import ConfigError
 from legcf_core.graph import bipartite_adjacency
-from legcf_core.model import CodebookModel, GraphModel
+from legcf_core.layers import LayerSize
+from legcf_core.layers.codebook import CodebookLayer, OperatorModel, legcf_params, operator_pays
+from legcf_core.layers.full import FullLayer
+from legcf_core.layers.pep import PEPLayer, PrunedLayer, prune_to_budget
+from legcf_core.layers.qr import QRLayer, qr_remainders
+from legcf_core.model import PropagationModel, StoredModel, trainable
 from legcf_core.partition import initial_assignment
-from legcf_core.spec import build_model, operator_pays
-from legcf_core.stages import PretrainConfig, new_spec
 
 CPU = torch.device("cpu")
 
@@ -56,8 +49,9 @@ def test_qr_composes_unique_embeddings_with_the_solved_parameter_count():
     n, d = 70_839, 16
     budget = legcf_params(n, d, 500, 2)
     r = qr_remainders(n, d, budget)
-    table = QRTable(*QRTable.initial(n, d, r, seed=3), n_entities=n)
-    assert table.params() == (r + math.ceil(n / r)) * d <= budget
+    table = QRLayer.create(LayerSize(n, d, seed=3, budget=budget))
+    assert table.remainder.shape[0] == r
+    assert table.stored_params() == (r + math.ceil(n / r)) * d <= budget
     with torch.no_grad():
         rows = table()
     assert rows.shape == (n, d)
@@ -76,10 +70,10 @@ def test_qr_composes_unique_embeddings_with_the_solved_parameter_count():
 def test_pep_soft_threshold_by_hand():
     weight = torch.tensor([[0.5, -0.2], [0.01, -0.9]])
     threshold = torch.logit(torch.tensor([0.1, 0.3]))
-    table = PEPTable(weight, threshold)
+    table = PEPLayer(weight, threshold, budget=2)
     expected = torch.tensor([[0.4, 0.0], [0.0, -0.6]])
     torch.testing.assert_close(table(), expected)
-    assert table.params() == 2
+    assert table.stored_params() == 2
 
 
 def test_prune_to_budget_keeps_the_largest_entries():
@@ -92,13 +86,13 @@ def test_prune_to_budget_keeps_the_largest_entries():
 
 def test_sparse_table_trains_only_its_pattern():
     pattern = sp.csr_matrix(np.array([[1, 0, 1], [0, 1, 0]], dtype=np.float32))
-    table = SparseTable(pattern, torch.tensor([1.0, 2.0, 3.0]))
+    table = PrunedLayer(pattern, torch.tensor([1.0, 2.0, 3.0]), np.zeros(3, np.float32), budget=3)
     dense = table()
     torch.testing.assert_close(dense, torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))
     (dense * torch.arange(6.0).view(2, 3)).sum().backward()
     torch.testing.assert_close(table.values.grad, torch.tensor([0.0, 2.0, 4.0]))
-    assert table.params() == 3
-    assert (table.to_csr() != sp.csr_matrix(dense.detach().numpy())).nnz == 0
+    assert table.stored_params() == 3
+    assert table.refine_start().values.abs().sum() == 0  # retraining starts from the initial values
 
 
 # ------------------------------------------------------------- backbones
@@ -194,12 +188,12 @@ def random_legcf(seed: int):
 
 
 def test_codebook_table_on_lightgcn_matches_the_linear_operator():
-    """The explicit path (GraphModel) and the shortcut (CodebookModel) agree: H,
+    """The explicit path (PropagationModel) and the shortcut (OperatorModel) agree: H,
     the L2 term, their gradients and the assignment update."""
     train, n_users, assignment, codebook = random_legcf(5)
     adjacency = bipartite_adjacency(train)
-    fast = CodebookModel(adjacency, n_users, assignment, codebook, 2, 2, CPU)
-    slow = GraphModel(CodebookTable(codebook, assignment), LightGCN(3, 2), adjacency, n_users, CPU, 2)
+    fast = OperatorModel(CodebookLayer(codebook, assignment, 2), adjacency, n_users, 2, CPU)
+    slow = PropagationModel(CodebookLayer(codebook, assignment, 2), LightGCN(3, 2), adjacency, n_users, CPU)
     counts = np.arange(adjacency.shape[0], dtype=np.float64) % 3
     h_fast, l2_fast = fast.outputs(counts)
     h_slow, l2_slow = slow.outputs(counts)
@@ -207,11 +201,11 @@ def test_codebook_table_on_lightgcn_matches_the_linear_operator():
     torch.testing.assert_close(l2_fast, l2_slow, rtol=1e-5, atol=1e-6)
     ((h_fast**2).sum() + l2_fast).backward()
     ((h_slow**2).sum() + l2_slow).backward()
-    torch.testing.assert_close(fast.codebook.grad, slow.table.codebook.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.codebook.grad, slow.layer.codebook.grad, rtol=1e-4, atol=1e-5)
     fast.update_assignment()
     slow.update_assignment()
     np.testing.assert_allclose(fast.assignment.toarray(), slow.assignment.toarray(), atol=1e-5)
-    assert fast.params() == slow.params() == codebook.numel() + assignment.nnz
+    assert fast.stored_params() == slow.stored_params() == codebook.numel() + assignment.nnz
 
 
 @pytest.mark.parametrize("backbone", [NGCF, LRGCCF])
@@ -219,13 +213,10 @@ def test_assignment_update_on_concatenated_layers(backbone):
     """With NGCF or LR-GCCF the update solves on the backbone's concatenated outputs
     and still gives at most t nonzeros per row (clipping may drop one) summing to 1."""
     train, n_users, assignment, codebook = random_legcf(9)
-    model = GraphModel(
-        CodebookTable(codebook, assignment),
+    model = PropagationModel(
+        CodebookLayer(codebook, assignment, 2),
         backbone(3, 2, seed=1),
-        bipartite_adjacency(train),
-        n_users,
-        CPU,
-        2,
+        bipartite_adjacency(train), n_users, CPU
     )
     h = model.entity_embeddings()
     assert h.shape == (train.shape[0] + train.shape[1], 3 * 3)
@@ -239,8 +230,8 @@ def test_assignment_update_on_concatenated_layers(backbone):
 def test_graph_model_state_round_trip():
     train, n_users, _, _ = random_legcf(2)
     adjacency = bipartite_adjacency(train)
-    first = GraphModel(FullTable(torch.randn(16, 3)), NGCF(3, 2, seed=1), adjacency, n_users, CPU)
-    second = GraphModel(FullTable(torch.zeros(16, 3)), NGCF(3, 2, seed=2), adjacency, n_users, CPU)
+    first = PropagationModel(FullLayer(torch.randn(16, 3)), NGCF(3, 2, seed=1), adjacency, n_users, CPU)
+    second = PropagationModel(FullLayer(torch.zeros(16, 3)), NGCF(3, 2, seed=2), adjacency, n_users, CPU)
     assert not torch.equal(first.entity_embeddings(), second.entity_embeddings())
     second.load_state(first.state())
     torch.testing.assert_close(first.entity_embeddings(), second.entity_embeddings())
@@ -263,9 +254,8 @@ def test_build_model_chooses_the_cheaper_legcf_path(c, operator):
     train = sp.csr_matrix((rng.random((150, 150)) < 0.005).astype(np.float32))
     n = sum(train.shape)
     assignment = initial_assignment(rng.integers(0, c, size=n), c, 2, 0.5, 0)
-    config = PretrainConfig(dim=4, layers=2)
-    spec = new_spec(config, n, None, assignment, {"codebook_size": c, "per_entity": 2})
-    model = build_model(spec, train, 150, CPU)
-    assert isinstance(model, CodebookModel) is operator
+    layer = CodebookLayer.create(LayerSize(n, 4, seed=0, assignment=assignment, per_entity=2))
+    model = trainable(StoredModel(layer, LightGCN(4, 2), "lightgcn", 4, 2, 0), train, 150, CPU)
+    assert isinstance(model, OperatorModel) is operator
     assert set(model.state()) == {"codebook"}
-    assert model.params() == c * 4 + assignment.nnz
+    assert model.stored_params() == c * 4 + assignment.nnz

@@ -14,8 +14,8 @@ import torch
 from helpers import assert_clean_error, invoke, invoke_ok
 
 from legcf_core import experiments, tuning
-from legcf_core.embeddings import qr_remainders
 from legcf_core.experiments import SETS, Experiment, Overrides, collect, resolve, run_experiment, table_rows
+from legcf_core.layers.qr import qr_remainders
 
 SMALL = ["--epochs", "2", "--batch-size", "4096", "--dim", "16", "--codebook-size", "30", "--device", "cpu"]
 OVERRIDES = Overrides(epochs=2, batch_size=4096, dim=16, codebook_size=30)

@@ -128,7 +128,7 @@ def test_check_sizes_rejects_empty_codebook():
 
 @pytest.mark.parametrize("w", [0.0, -0.1, 1.5])
 def test_anchor_weight_out_of_range(w):
-    with pytest.raises(ConfigError, match="anchor weight"):
+    with pytest.raises(ConfigError, match="anchor_weight w"):
         initial_assignment(np.zeros(4, dtype=np.int64), 3, 2, w, seed=0)
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from helpers import operator_model
 
 from legcf_core.graph import bipartite_adjacency, expanded_adjacency, normalize_symmetric
-from legcf_core.model import CodebookModel, l2_gram
+from legcf_core.layers.codebook import l2_gram
 from legcf_core.propagation import linear_operator, to_torch_csr
 from legcf_core.training import batch_bpr, batch_counts
 
@@ -73,7 +74,7 @@ def plain_bpr(h, users, pos, neg):
 
 def make_model(R, S, E, layers, t=2):
     n_users = R.shape[0]
-    return CodebookModel(
+    return operator_model(
         bipartite_adjacency(sp.csr_matrix(R.astype(np.float32))),
         n_users,
         sp.csr_matrix(S.astype(np.float32)),

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from helpers import operator_model
 
 from legcf_core.errors import DeviceError, TrainingError
 from legcf_core.graph import bipartite_adjacency
-from legcf_core.model import CodebookModel
+from legcf_core.layers.codebook import OperatorModel
 from legcf_core.partition import initial_assignment, random_partition
 from legcf_core.runtime import resolve_device
 from legcf_core.training import NegativeSampler, TrainConfig, fit, validate
@@ -26,12 +27,12 @@ def toy_problem(seed: int = 0, n_users: int = 20, n_items: int = 30):
     return train, valid
 
 
-def toy_model(train: sp.csr_matrix, c: int = 6, d: int = 8, seed: int = 0) -> CodebookModel:
+def toy_model(train: sp.csr_matrix, c: int = 6, d: int = 8, seed: int = 0) -> OperatorModel:
     n = train.shape[0] + train.shape[1]
     anchors = random_partition(n, c, seed).parts
     S = initial_assignment(anchors, c, 2, 0.5, seed)
     codebook = torch.from_numpy(np.random.default_rng(seed).normal(scale=0.1, size=(c, d)).astype(np.float32))
-    return CodebookModel(bipartite_adjacency(train), train.shape[0], S, codebook, 2, 1, CPU)
+    return operator_model(bipartite_adjacency(train), train.shape[0], S, codebook, 2, 1, CPU)
 
 
 def test_sampler_covers_every_positive_once_and_samples_true_negatives():
@@ -61,10 +62,10 @@ def test_fit_keeps_the_best_validated_state():
     assert len(result.history) == len(states) == 4
     assert result.best_valid["ndcg@20"] == max(logged)
     assert result.best_epoch == 1 + int(np.argmax(logged))
-    assert torch.equal(result.best_codebook, states[result.best_epoch - 1])
+    assert torch.equal(result.best_state["codebook"], states[result.best_epoch - 1])
     assert not torch.equal(states[0], states[-1])  # training moved the codebook
     # The snapshot is the codebook that scored best: restoring it reproduces the score.
-    model.codebook.data.copy_(result.best_codebook)
+    model.codebook.data.copy_(result.best_state["codebook"])
     assert validate(model, train, valid)["ndcg@20"] == pytest.approx(result.best_valid["ndcg@20"], abs=1e-9)
 
 
@@ -78,7 +79,7 @@ def test_fit_keeps_an_unbeaten_baseline_and_stops_early():
     result = fit(model, train, valid, config, update_every=1, baseline=baseline)
     assert result.best_epoch == 0
     assert result.stopped_early and len(result.history) == 2
-    assert torch.equal(result.best_codebook, baseline_codebook)
+    assert torch.equal(result.best_state["codebook"], baseline_codebook)
     assert (result.best_assignment != baseline_assignment).nnz == 0
     assert all(log.updated for log in result.history)
 

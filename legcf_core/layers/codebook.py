@@ -1,0 +1,205 @@
+"""LEGCF's layer: c meta-embeddings E_meta and a sparse assignment S (N x c, t nonzeros a row).
+
+Layer-0 rows of the expanded graph's N + c nodes are [S; I] E_meta (Eq. 6).
+On a linear backbone (LightGCN) and while the dense (N+c) x c operator P pays
+for itself, :class:`OperatorModel` trains through H = P E_meta instead of
+propagating explicitly; both give the same H, gradients and update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from legcf_core import artifacts as art
+from legcf_core.assignment import update_assignment
+from legcf_core.graph import expanded_adjacency, normalize_symmetric
+from legcf_core.inspection import describe, embedding_bytes, embedding_params
+from legcf_core.layers import EmbeddingLayer, LayerSize, xavier_uniform
+from legcf_core.propagation import linear_operator, stacked_input, to_torch_csr
+
+OPERATOR_COST_RATIO = 32
+"""How many sparse multiply-adds over A' cost as much as one dense one (2-core CPU, docs/design.md)."""
+
+
+def operator_pays(n_entities: int, codebook_size: int, layers: int, expanded_nnz: int) -> bool:
+    """Whether the dense (N+c) x c operator P beats L sparse passes over A' per training step.
+
+    P's product grows with c, explicit propagation does not: on Gowalla P wins
+    at c = 500 and loses from c of about 2,500 on (and costs 4(N+c)c bytes).
+    """
+    dense = (n_entities + codebook_size) * codebook_size
+    return dense <= OPERATOR_COST_RATIO * layers * expanded_nnz
+
+
+def legcf_params(n_entities: int, dim: int, codebook_size: int, per_entity: int) -> int:
+    """c*d + N*t: the parameter count of a LEGCF configuration, the budget others get."""
+    return codebook_size * dim + n_entities * per_entity
+
+
+class CodebookLayer(EmbeddingLayer):
+    """[S; I] E_meta: each entity a weighted sum of t meta-embeddings, plus the c meta nodes."""
+
+    name = "legcf"
+    stored_kind = "codebook"
+    uses_partition = True
+    refines = True
+    updates_assignment = True
+
+    def __init__(self, codebook: torch.Tensor, assignment: sp.csr_matrix, per_entity: int) -> None:
+        super().__init__()
+        self.codebook = torch.nn.Parameter(codebook.clone())
+        self.per_entity = per_entity
+        self.known_anchors: np.ndarray | None = None  # METIS parts, while S is still S0
+        self.set_assignment(assignment)
+
+    @classmethod
+    def create(cls, size: LayerSize) -> CodebookLayer:
+        codebook_size = size.assignment.shape[1]
+        return cls(xavier_uniform(codebook_size, size.dim, size.seed), size.assignment, size.per_entity)
+
+    @property
+    def assignment(self) -> sp.csr_matrix:
+        return self._assignment
+
+    def set_assignment(self, assignment: sp.csr_matrix) -> None:
+        self._assignment = assignment.astype(np.float32).tocsr()
+        self._stacked: torch.Tensor | None = None  # [S; I], built on first use where the codebook is
+
+    def forward(self) -> torch.Tensor:
+        if self._stacked is None or self._stacked.device != self.codebook.device:
+            self._stacked = to_torch_csr(stacked_input(self._assignment), self.codebook.device)
+        return torch.sparse.mm(self._stacked, self.codebook)
+
+    def graph(self, adjacency: sp.csr_matrix) -> sp.csr_matrix:
+        """LEGCF's expanded graph A' = [[A, S], [S^T, 0]] (Eq. 7)."""
+        return expanded_adjacency(adjacency, self._assignment)
+
+    def operator_model(self, adjacency: sp.csr_matrix, n_users: int, backbone: Any, device: torch.device):
+        layers = backbone.layers
+        expanded_nnz = adjacency.nnz + 2 * self._assignment.nnz
+        if not backbone.fixed_operator or not operator_pays(
+            adjacency.shape[0], self.codebook.shape[0], layers, expanded_nnz
+        ):
+            return None
+        return OperatorModel(self, adjacency, n_users, layers, device)
+
+    def update_assignment(self, outputs: torch.Tensor) -> int:
+        """S <- top-t(H_full pinv(H_meta)) (Eq. 10-11); returns rows that kept their old S."""
+        n = self._assignment.shape[0]
+        updated, kept = update_assignment(outputs[:n], outputs[n:], self._assignment, self.per_entity)
+        self.set_assignment(updated)
+        return kept
+
+    def stored_params(self) -> int:
+        return embedding_params(tuple(self.codebook.shape), self._assignment)
+
+    def stored_bytes(self) -> int:
+        return embedding_bytes(tuple(self.codebook.shape), self._assignment)
+
+    def header(self) -> dict[str, str]:
+        return {"codebook_size": str(self.codebook.shape[0]), "per_entity": str(self.per_entity)}
+
+    def describe(self, n_users: int) -> dict[str, Any]:
+        return describe(tuple(self.codebook.shape), self._assignment, n_users, self.known_anchors)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "codebook": self.codebook.detach().cpu().numpy(),
+            **art.csr_arrays("assignment", self._assignment),
+        }
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Mapping[str, np.ndarray], header: Mapping[str, str], n_entities: int
+    ) -> CodebookLayer:
+        assignment = art.csr_from_arrays("assignment", arrays).astype(np.float32)
+        codebook = torch.from_numpy(np.array(arrays["codebook"]))
+        return cls(codebook, assignment, int(header.get("per_entity", 0)))
+
+    def refine_start(self) -> CodebookLayer:
+        return self
+
+
+class OperatorModel:
+    """Entity embeddings H = P E_meta over the expanded graph A' = [[A, S], [S^T, 0]].
+
+    P is rebuilt whenever S changes; between changes a forward pass is one
+    dense (N+c) x c by c x d product. Trains the layer's own codebook.
+    """
+
+    def __init__(
+        self, layer: CodebookLayer, adjacency: sp.csr_matrix, n_users: int, layers: int, device: torch.device
+    ) -> None:
+        self.layer = layer.to(device)
+        self.adjacency = adjacency
+        self.n_users = n_users
+        self.n_entities = adjacency.shape[0]
+        self.layers = layers
+        self.device = device
+        self._build_operator()
+
+    @property
+    def codebook(self) -> torch.nn.Parameter:
+        return self.layer.codebook
+
+    @property
+    def assignment(self) -> sp.csr_matrix:
+        return self.layer.assignment
+
+    def _build_operator(self) -> None:
+        """Regenerate A' and the linear operator P from the current S (Algorithm 1, line 11)."""
+        self.entity_operator = self.meta_operator = None  # free the old P before building the new
+        expanded = normalize_symmetric(expanded_adjacency(self.adjacency, self.assignment))
+        operator = linear_operator(to_torch_csr(expanded, self.device), self.assignment, self.layers)
+        self.entity_operator = operator[: self.n_entities].contiguous()
+        self.meta_operator = operator[self.n_entities :].contiguous()
+
+    def entity_embeddings(self) -> torch.Tensor:
+        """H_full = P[:N] E_meta (Eq. 9)."""
+        return self.entity_operator @ self.codebook
+
+    def meta_embeddings(self) -> torch.Tensor:
+        """H_meta = P[N:] E_meta (Eq. 9)."""
+        return self.meta_operator @ self.codebook
+
+    def set_assignment(self, assignment: sp.csr_matrix) -> None:
+        """Install a new S and rebuild P for it."""
+        self.layer.set_assignment(assignment)
+        self._build_operator()
+
+    def update_assignment(self) -> int:
+        """Re-solve S on H = P E_meta (Eq. 10-11), then rebuild P; returns rows kept."""
+        with torch.no_grad():
+            outputs = torch.cat([self.entity_embeddings(), self.meta_embeddings()])
+        kept = self.layer.update_assignment(outputs)
+        self._build_operator()
+        return kept
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [self.codebook]
+
+    def outputs(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """H_full and the batch's L2 sum as tr(E^T W E), W = S^T diag(counts) S (c x c)."""
+        gram = torch.from_numpy(l2_gram(self.assignment, counts)).to(self.device, self.codebook.dtype)
+        return self.entity_embeddings(), (self.codebook * (gram @ self.codebook)).sum()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"codebook": self.codebook.detach().cpu().clone()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.codebook.copy_(state["codebook"].to(self.device))
+
+    def stored_params(self) -> int:
+        return self.layer.stored_params()
+
+
+def l2_gram(assignment: sp.csr_matrix, counts: np.ndarray) -> np.ndarray:
+    """W = S^T diag(counts) S, so that sum_p counts_p |s_p E|^2 = tr(E^T W E)."""
+    weighted = sp.diags(counts.astype(np.float32)) @ assignment
+    return (assignment.T @ weighted).toarray()

@@ -1,0 +1,56 @@
+"""Evaluate: Recall@K and NDCG@K of the run's model on valid or test, full ranking."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from legcf_core import artifacts as art
+from legcf_core.config import DEFAULT_KS, check_split
+from legcf_core.errors import ConfigError
+from legcf_core.evaluation import evaluate
+from legcf_core.model import propagated_embeddings
+from legcf_core.progress import Reporter, SilentReporter
+from legcf_core.stages.inputs import load_data, load_model
+from legcf_core.stages.record import rounded
+
+CPU = torch.device("cpu")
+
+
+def evaluate_run(
+    run: art.RunDir,
+    split: str = "test",
+    ks: tuple[int, ...] = DEFAULT_KS,
+    which: str = "auto",
+    device: torch.device = CPU,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Score ``which`` model on ``split``; every result is kept in the manifest by model and split."""
+    reporter = reporter or SilentReporter()
+    check_split(split)
+    if not ks or min(ks) < 1:
+        raise ConfigError("k", f"must be >= 1 for every cut-off, got {list(ks)}")
+    data = load_data(run)
+    chosen = load_model(run, which, data.n_entities, reporter)
+    started = time.perf_counter()
+    h = propagated_embeddings(chosen.model, data.train, data.n_users, device)
+    truth = data.split(split)
+    task = reporter.task(f"evaluating {split}", int((np.diff(truth.indptr) > 0).sum()))
+    metrics = evaluate(
+        h[: data.n_users], h[data.n_users :], data.train, truth, ks, on_block=lambda n: task.advance(n)
+    )
+    task.close()
+    result = {
+        "split": split,
+        "model": chosen.source,
+        "trained_by": chosen.trained_by,
+        **rounded(metrics),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    evaluations = dict(run.load_manifest().get("stages", {}).get("evaluate", {}).get("results", {}))
+    evaluations[f"{chosen.source}/{split}"] = {**result, "inputs": run.inputs(art.STAGE_FILES[chosen.source])}
+    run.record("evaluate", {"results": evaluations, "inputs": {}, "outputs": {}})
+    return result

@@ -1,0 +1,95 @@
+"""Export: one self-contained model file (layer, backbone weights, the graph and ids to score with),
+and reading it back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from legcf_core import artifacts as art
+from legcf_core.model import StoredModel, propagated_embeddings, stored_model_from_arrays
+from legcf_core.recommender import Recommender
+from legcf_core.stages.inputs import load_data, load_model
+
+CPU = torch.device("cpu")
+
+
+def export(run: art.RunDir, output: Path | None = None, which: str = "auto") -> dict[str, Any]:
+    """Write ``model.safetensors`` (or ``output``); record its checksum in the manifest."""
+    data = load_data(run)
+    chosen = load_model(run, which, data.n_entities)
+    model = chosen.model
+    output = Path(output) if output is not None else run.file(art.EXPORT_FILE)
+    meta = art.header(
+        "export",
+        dataset=run.load_manifest()["dataset"]["fingerprint"],
+        n_users=data.n_users,
+        n_items=data.n_items,
+        params=model.stored_params(),
+        made_by=chosen.trained_by,
+        **model.header(),
+    )
+    tensors = {
+        **model.arrays(export=True),
+        **art.csr_arrays("train", data.train, with_data=False),
+        "user_ids": data.user_ids,
+        "item_ids": data.item_ids,
+    }
+    digest = art.write_tensors(output, tensors, meta)
+    result = {
+        "path": str(output),
+        "bytes": output.stat().st_size,
+        "params": model.stored_params(),
+        "embedding_bytes": model.stored_bytes(),
+        "embedding": model.embedding,
+        "backbone": model.backbone_name,
+        "model": chosen.source,
+    }
+    run.record(
+        "export",
+        {
+            "inputs": run.inputs(art.DATA_FILE),
+            "outputs": {},
+            "file": str(output),
+            "sha256": digest,
+            "metrics": result,
+        },
+    )
+    return result
+
+
+@dataclass
+class ExportedModel:
+    """A model read back from ``legcf export``: enough to score every user."""
+
+    model: StoredModel
+    train: sp.csr_matrix
+    n_users: int
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    trained_by: str
+
+    def embeddings(self, device: torch.device = CPU) -> torch.Tensor:
+        return propagated_embeddings(self.model, self.train, self.n_users, device)
+
+    def recommender(self, device: torch.device = CPU) -> Recommender:
+        h = self.embeddings(device)
+        return Recommender(h[: self.n_users], h[self.n_users :], self.train, self.user_ids, self.item_ids)
+
+
+def load_export(path: Path) -> ExportedModel:
+    tensors, meta = art.read_tensors(Path(path), kind="export")
+    train = art.csr_from_arrays("train", tensors).astype(np.float32)
+    return ExportedModel(
+        stored_model_from_arrays(tensors, meta, path, train.shape[0] + train.shape[1]),
+        train,
+        int(meta["n_users"]),
+        tensors["user_ids"],
+        tensors["item_ids"],
+        meta["made_by"],
+    )

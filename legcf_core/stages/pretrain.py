@@ -1,0 +1,129 @@
+"""Pretrain: train a fresh embedding layer (LEGCF: the codebook with S0 fixed) and keep
+the best on validation NDCG@20."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from typing import Any
+
+import torch
+
+from legcf_core import artifacts as art
+from legcf_core.config import PretrainConfig
+from legcf_core.data import Interactions
+from legcf_core.errors import ConfigError
+from legcf_core.layers import LayerSize
+from legcf_core.layers.codebook import legcf_params
+from legcf_core.model import StoredModel, new_backbone
+from legcf_core.progress import Reporter, SilentReporter
+from legcf_core.registry import backbone_entry, layer_type
+from legcf_core.stages.inputs import load_data, load_initial_assignment
+from legcf_core.stages.record import record_stage, rounded
+from legcf_core.stages.session import Session, history_rows
+
+
+def pretrain(
+    run: art.RunDir, config: PretrainConfig, device: torch.device, reporter: Reporter | None = None
+) -> dict[str, Any]:
+    """Train the layer ``config.embedding`` names on ``config.backbone``; write the pretrain file."""
+    reporter = reporter or SilentReporter()
+    config.check()
+    kind = layer_type(config.embedding)
+    backbone_entry(config.backbone)  # an unknown backbone fails before any work
+    data = load_data(run)
+    size, config, inputs = layer_size(run, config, kind, data, reporter)
+    started = time.perf_counter()
+    model = StoredModel(
+        kind.create(size),
+        new_backbone(config.backbone, config.dim, config.layers, config.train.seed),
+        config.backbone,
+        config.dim,
+        config.layers,
+        config.train.seed,
+    )
+    if size.budget is not None:
+        sizing = {k: v for k, v in model.layer.header().items() if k != "budget"}
+        chosen = "" if not sizing else ": " + ", ".join(f"{k} {v}" for k, v in sizing.items())
+        reporter.note(
+            f"{config.embedding} budget {size.budget:,} parameters ({budget_source(run, config)}){chosen}"
+        )
+    trained = model.layer.pretrain(Session(model, data, config.train, device, reporter, "pretrain"))
+    model.layer = trained.layer
+    digest = run.load_manifest()["dataset"]["fingerprint"]
+    meta = art.header(model.layer.stored_kind, dataset=digest, **model.header())
+    out = art.write_tensors(run.file(art.PRETRAIN_FILE), model.arrays(), meta)
+    metrics = {"best_epoch": trained.best_epoch, **rounded(trained.valid), "params": model.stored_params()}
+    recorded = {
+        "dim": config.dim,
+        "layers": config.layers,
+        "embedding": config.embedding,
+        "backbone": config.backbone,
+        "budget": size.budget if size.budget is not None else config.budget,
+        **asdict(config.train),
+        "device": str(device),
+    }
+    record_stage(
+        run,
+        "pretrain",
+        config=recorded,
+        inputs=inputs,
+        outputs={art.PRETRAIN_FILE: out},
+        metrics=metrics,
+        started=started,
+        history=history_rows(trained.history),
+        **trained.manifest,
+    )
+    return metrics
+
+
+def layer_size(
+    run: art.RunDir, config: PretrainConfig, kind: Any, data: Interactions, reporter: Reporter
+) -> tuple[LayerSize, PretrainConfig, tuple[str, ...]]:
+    """What the fresh layer is built from, the config with any width a budget sets, and the files read."""
+    seed, n = config.train.seed, data.n_entities
+    if kind.uses_partition:
+        assignment, part_config = load_initial_assignment(run)
+        size = LayerSize(n, config.dim, seed, assignment=assignment, per_entity=part_config["per_entity"])
+        return size, config, (art.DATA_FILE, art.PARTITION_FILE)
+    if kind.sized_by_budget:
+        return LayerSize(n, config.dim, seed, budget=resolve_budget(run, config, n)), config, (art.DATA_FILE,)
+    if config.budget is not None and (dim := kind.dim_within(config.budget, n)) is not None:
+        config = replace(config, dim=dim)
+        reporter.note(f"{config.embedding} table in {config.budget:,} parameters: d = {dim}")
+    return LayerSize(n, config.dim, seed), config, (art.DATA_FILE,)
+
+
+def _partition_sizes(run: art.RunDir) -> tuple[int, int] | None:
+    entry = run.load_manifest().get("stages", {}).get("partition")
+    return None if entry is None else (entry["config"]["codebook_size"], entry["config"]["per_entity"])
+
+
+def budget_source(run: art.RunDir, config: PretrainConfig) -> str:
+    if config.budget is not None:
+        return "--budget"
+    c, t = _partition_sizes(run) or (500, 2)
+    return f"LEGCF c={c}, t={t}, d={config.dim}"
+
+
+def resolve_budget(run: art.RunDir, config: PretrainConfig, n_entities: int) -> int:
+    """The parameter budget of a layer sized by budget: ``config.budget`` if given;
+    else what LEGCF stores at this run's partition c and t (c*d + N*t); else at
+    the paper's c = 500, t = 2."""
+    if config.budget is not None:
+        budget = config.budget
+    else:
+        c, t = _partition_sizes(run) or (500, 2)
+        budget = legcf_params(n_entities, config.dim, c, t)
+    check_budget(budget, n_entities, config.dim)
+    return budget
+
+
+def check_budget(budget: int, n_entities: int, dim: int) -> None:
+    if budget < 1:
+        raise ConfigError("budget", f"must be >= 1 parameter, got {budget}")
+    if budget > n_entities * dim:
+        raise ConfigError(
+            "budget",
+            f"{budget} exceeds the full table ({n_entities} x {dim} = {n_entities * dim}); use a full table",
+        )

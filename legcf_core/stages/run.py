@@ -1,0 +1,68 @@
+"""Run: every stage that applies to the chosen layer, in order, with one configuration."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from legcf_core import artifacts as art
+from legcf_core.config import PartitionConfig, PretrainConfig, RefineConfig
+from legcf_core.layers.codebook import legcf_params
+from legcf_core.partition import check_sizes
+from legcf_core.progress import Reporter, SilentReporter
+from legcf_core.registry import backbone_entry, layer_type
+from legcf_core.stages.evaluate import evaluate_run
+from legcf_core.stages.export import export
+from legcf_core.stages.partition import partition
+from legcf_core.stages.prepare import prepare
+from legcf_core.stages.pretrain import pretrain
+from legcf_core.stages.refine import refine
+
+
+def run_all(
+    run: art.RunDir,
+    data_path: Path,
+    partition_config: PartitionConfig,
+    pretrain_config: PretrainConfig,
+    refine_config: RefineConfig,
+    device: torch.device,
+    test_fraction: float = 0.2,
+    reporter: Reporter | None = None,
+    match_budget: bool = False,
+) -> dict[str, Any]:
+    """prepare, then partition if the layer uses one, pretrain, refine if it has one,
+    test metrics and an export.
+
+    A layer sized by budget without ``budget`` gets LEGCF's at the partition
+    config's c and t, and so does a full table with ``match_budget`` (its d is
+    then solved for).
+    """
+    reporter = reporter or SilentReporter()
+    kind = layer_type(pretrain_config.embedding)
+    backbone_entry(pretrain_config.backbone)
+    prepared = prepare(run, data_path, partition_config.seed, test_fraction, reporter)
+    if kind.uses_partition:
+        partition(run, partition_config, reporter)
+    elif pretrain_config.budget is None and (kind.sized_by_budget or match_budget):
+        entities = prepared["users"] + prepared["items"]
+        c, t = partition_config.codebook_size, partition_config.per_entity
+        check_sizes(entities, c, t)
+        pretrain_config = replace(pretrain_config, budget=legcf_params(entities, pretrain_config.dim, c, t))
+    pretrain(run, pretrain_config, device, reporter)
+    kept = "pretrain"
+    if kind.refines:
+        kept = refine(run, refine_config, device, reporter)["kept"]
+    result = evaluate_run(run, "test", (10, 20), "auto", device, reporter)
+    exported = export(run)
+    return {
+        **result,
+        "embedding": pretrain_config.embedding,
+        "backbone": pretrain_config.backbone,
+        "kept": kept,
+        "params": exported["params"],
+        "embedding_bytes": exported["embedding_bytes"],
+        "model_file_bytes": exported["bytes"],
+    }
