@@ -34,7 +34,7 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
 
 
 def anchors(assignment: sp.csr_matrix) -> np.ndarray:
-    """Each row's highest-weighted bucket (-1 for an empty row)."""
+    """Each row's highest-weighted meta-embedding, its anchor (-1 for an empty row)."""
     out = np.full(assignment.shape[0], -1, dtype=np.int64)
     counts = np.diff(assignment.indptr)
     rows = np.flatnonzero(counts > 0)
@@ -66,7 +66,7 @@ def describe(
         "users": n_users,
         "items": n - n_users,
         "dim": d,
-        "buckets": c,
+        "meta_embeddings": c,
         "per_entity": int(per_row.max(initial=0)),
         "params": params,
         "full_table_params": full,
@@ -75,9 +75,9 @@ def describe(
         "full_table_bytes": 4 * full,
         "nnz": int(assignment.nnz),
         "nonzeros_per_row": {str(k): int(v) for k, v in enumerate(np.bincount(per_row)) if v},
-        "buckets_used": int((column_use > 0).sum()),
-        "buckets_unused": int((column_use == 0).sum()),
-        "anchor_buckets_used": int((anchor_use > 0).sum()),
+        "meta_embeddings_used": int((column_use > 0).sum()),
+        "meta_embeddings_unused": int((column_use == 0).sum()),
+        "anchors_used": int((anchor_use > 0).sum()),
         "entities_per_anchor": _quantiles(anchor_use[anchor_use > 0].astype(np.float64)),
         "weights": _quantiles(assignment.data.astype(np.float64)),
         "row_weight_sums": _quantiles(np.asarray(assignment.sum(axis=1)).ravel()),

@@ -59,7 +59,7 @@ def random_partition(n_entities: int, n_parts: int, seed: int) -> Partition:
 def initial_assignment(
     anchors: np.ndarray, codebook_size: int, per_entity: int, anchor_weight: float, seed: int
 ) -> sp.csr_matrix:
-    """S0 of Section 3.4: weight w* on the anchor, (1-w*)/(t-1) on t-1 other buckets.
+    """S0 of Section 3.4: weight w* on the anchor, (1-w*)/(t-1) on t-1 other meta-embeddings.
 
     The t-1 others are distinct (drawn without replacement) so every row has
     exactly t nonzeros summing to 1; with t = 1 the anchor carries weight 1.
@@ -77,7 +77,7 @@ def initial_assignment(
 
 
 def _distinct_others(anchors: np.ndarray, c: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k distinct buckets per row, none equal to the row's anchor.
+    """k distinct meta-embeddings (columns of S) per row, none equal to the row's anchor.
 
     Column by column, only the entries that repeat an earlier pick are
     redrawn, so even t close to c finishes quickly.

@@ -40,16 +40,6 @@ def to_torch_csr(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def propagate(adjacency: torch.Tensor, x0: torch.Tensor, layers: int) -> torch.Tensor:
-    """Mean over layers 0..L of Ahat^l x0 (Eq. 7-8)."""
-    total = x0.clone()
-    x = x0
-    for _ in range(layers):
-        x = torch.sparse.mm(adjacency, x)
-        total += x
-    return total.div_(layers + 1)
-
-
 def stacked_input(assignment: sp.csr_matrix) -> sp.csr_matrix:
     """[S; I]: maps the codebook to layer-0 embeddings of all N + c nodes (Eq. 6)."""
     c = assignment.shape[1]
@@ -59,8 +49,8 @@ def stacked_input(assignment: sp.csr_matrix) -> sp.csr_matrix:
 def linear_operator(adjacency: torch.Tensor, assignment: sp.csr_matrix, layers: int) -> torch.Tensor:
     """P = (1/(L+1)) sum_l Ahat'^l [S; I], dense, on the adjacency's device.
 
-    Same loop as :func:`propagate`, written so that each layer's input is
-    freed as soon as the next exists: three (N+c) x c buffers at most.
+    LightGCN's layer mean (Eq. 7-8) applied to [S; I], written so that each
+    layer's input is freed as soon as the next exists: three (N+c) x c buffers at most.
     """
     x = torch.from_numpy(stacked_input(assignment).toarray()).to(adjacency.device)
     total = x.clone()

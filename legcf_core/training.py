@@ -97,9 +97,6 @@ class NegativeSampler:
         self.negatives = negatives
         self.rng = np.random.default_rng(seed)
 
-    def n_batches(self, batch_size: int) -> int:
-        return batch_count(self.users.size, batch_size)
-
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         order = self.rng.permutation(self.users.size)
         for start in range(0, order.size, batch_size):

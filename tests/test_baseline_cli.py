@@ -43,7 +43,7 @@ def test_baseline_pretrain_export_and_inspect(prepared_copy, tmp_path, embedding
     exported = json.loads(invoke_ok("export", prepared_copy, "-o", output, "--json").stdout)
     assert exported["embedding"] == embedding and exported["backbone"] == backbone
     summary = json.loads(invoke_ok("inspect", output, "--json").stdout)
-    for key in ("params", "full_table_params", "buckets", "per_entity", "dim", "entities"):
+    for key in ("params", "full_table_params", "per_entity", "dim", "entities"):
         assert key in summary
     assert summary["params"] == exported["params"]
     if embedding != "full":  # the default budget: LEGCF at c=500, t=2, d=16

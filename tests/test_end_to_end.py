@@ -121,8 +121,9 @@ def test_inspect_run_dir_and_export(run_dir, tmp_path):
     codebook, S, _ = read_model_file(exported)
     n_entities = S.shape[0]
     for summary in (from_run, from_file):
-        assert {"params", "full_table_params", "buckets", "per_entity", "dim", "entities"} <= set(summary)
-        assert summary["buckets"] == CODEBOOK == codebook.shape[0]
+        expected = {"params", "full_table_params", "meta_embeddings", "per_entity", "dim", "entities"}
+        assert expected <= set(summary)
+        assert summary["meta_embeddings"] == CODEBOOK == codebook.shape[0]
         assert summary["dim"] == DIM == codebook.shape[1]
         assert summary["per_entity"] == PER_ENTITY
         assert summary["entities"] == n_entities

@@ -11,7 +11,7 @@ from legcf_core.inspection import anchors, describe, embedding_bytes, embedding_
 
 @pytest.fixture
 def assignment() -> sp.csr_matrix:
-    # 5 entities (2 users, 3 items), c = 4 buckets; bucket 3 is never used.
+    # 5 entities (2 users, 3 items), c = 4 meta-embeddings; number 3 is never used.
     dense = np.array(
         [
             [0.7, 0.3, 0.0, 0.0],
@@ -31,7 +31,7 @@ def test_params_and_bytes(assignment):
     assert embedding_bytes((4, 6), assignment) == 4 * 24 + 8 * 6 + (4 + 4) * 9
 
 
-def test_anchors_are_the_heaviest_bucket(assignment):
+def test_anchors_are_the_heaviest_meta_embedding(assignment):
     rows = sp.vstack([assignment, sp.csr_matrix((1, 4), dtype=np.float32)]).tocsr()
     np.testing.assert_array_equal(anchors(rows), [0, 2, 0, 0, 1, -1])
 
@@ -39,15 +39,15 @@ def test_anchors_are_the_heaviest_bucket(assignment):
 def test_describe(assignment):
     summary = describe((4, 6), assignment, n_users=2)
     assert summary["entities"] == 5 and summary["users"] == 2 and summary["items"] == 3
-    assert summary["dim"] == 6 and summary["buckets"] == 4
+    assert summary["dim"] == 6 and summary["meta_embeddings"] == 4
     assert summary["per_entity"] == 2
     assert summary["params"] == 33
     assert summary["full_table_params"] == 30
     assert summary["compression_ratio"] == round(30 / 33, 2)
     assert summary["nnz"] == 9
     assert summary["nonzeros_per_row"] == {"1": 1, "2": 4}
-    assert summary["buckets_used"] == 3 and summary["buckets_unused"] == 1
-    assert summary["anchor_buckets_used"] == 3  # anchors: 0, 2, 0, 0, 1
+    assert summary["meta_embeddings_used"] == 3 and summary["meta_embeddings_unused"] == 1
+    assert summary["anchors_used"] == 3  # anchors: 0, 2, 0, 0, 1
     assert summary["entities_per_anchor"]["max"] == 3.0
     assert summary["row_weight_sums"]["min"] == pytest.approx(1.0)
     assert summary["row_weight_sums"]["max"] == pytest.approx(1.0)
@@ -55,13 +55,13 @@ def test_describe(assignment):
 
 
 def test_known_anchors_break_equal_weight_ties(assignment):
-    # Row 2 weighs buckets 0 and 2 equally; the partition says its anchor is 2.
+    # Row 2 weighs meta-embeddings 0 and 2 equally; the partition says its anchor is 2.
     parts = np.array([0, 2, 2, 0, 1])
     summary = describe((4, 6), assignment, n_users=2, known_anchors=parts)
-    assert summary["anchor_buckets_used"] == 3
+    assert summary["anchors_used"] == 3
     assert summary["entities_per_anchor"]["max"] == 2.0
     by_argmax = describe((4, 6), assignment, n_users=2)
-    assert by_argmax["anchor_buckets_used"] == 3  # argmax: 0, 2, 0, 0, 1
+    assert by_argmax["anchors_used"] == 3  # argmax: 0, 2, 0, 0, 1
     assert by_argmax["entities_per_anchor"]["max"] == 3.0
 
 
@@ -72,5 +72,5 @@ def test_run_inspect_counts_metis_parts_as_anchors(trained_run):
     run = art.RunDir(trained_run)
     parts = art.read_tensors(run.file(art.PARTITION_FILE))[0]["parts"]
     summary = inspect_path(trained_run, which="pretrain")  # S is S0 here
-    assert summary["anchor_buckets_used"] == len(np.unique(parts))
+    assert summary["anchors_used"] == len(np.unique(parts))
     assert summary["entities_per_anchor"]["max"] == np.bincount(parts).max()

@@ -1,5 +1,5 @@
 """Initial assignments (Section 3.4): METIS or random anchors, weight w* on the
-anchor and (1-w*)/(t-1) on t-1 other distinct buckets; size checks."""
+anchor and (1-w*)/(t-1) on t-1 other distinct meta-embeddings; size checks."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_anchor_weight_out_of_range(w):
         initial_assignment(np.zeros(4, dtype=np.int64), 3, 2, w, seed=0)
 
 
-def test_anchor_weight_one_with_several_buckets_keeps_t_nonzeros_or_is_rejected():
+def test_anchor_weight_one_with_several_meta_embeddings_keeps_t_nonzeros_or_is_rejected():
     anchors = np.array([0, 1, 2, 0], dtype=np.int64)
     try:
         S = initial_assignment(anchors, 3, 2, 1.0, seed=0)

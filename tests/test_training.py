@@ -14,7 +14,7 @@ from legcf_core.graph import bipartite_adjacency
 from legcf_core.layers.codebook import OperatorModel
 from legcf_core.partition import initial_assignment, random_partition
 from legcf_core.runtime import resolve_device
-from legcf_core.training import NegativeSampler, TrainConfig, fit, validate
+from legcf_core.training import NegativeSampler, TrainConfig, batch_count, fit, validate
 
 CPU = torch.device("cpu")
 
@@ -47,7 +47,7 @@ def test_sampler_covers_every_positive_once_and_samples_true_negatives():
         seen += list(zip(users.tolist(), items.tolist(), strict=True))
     coo = train.tocoo()
     assert sorted(seen) == sorted(zip(coo.row.tolist(), coo.col.tolist(), strict=True))
-    assert sampler.n_batches(7) == -(-train.nnz // 7)
+    assert batch_count(train.nnz, 7) == -(-train.nnz // 7)
 
 
 def test_fit_keeps_the_best_validated_state():

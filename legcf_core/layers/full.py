@@ -42,7 +42,7 @@ class FullLayer(EmbeddingLayer):
 
     def describe(self, n_users: int) -> dict[str, Any]:
         n_entities, dim = self.weight.shape
-        return {**common_summary(self, n_users, n_entities, dim), "buckets": n_entities, "per_entity": 1}
+        return {**common_summary(self, n_users, n_entities, dim), "per_entity": 1}
 
     @classmethod
     def from_arrays(

@@ -62,7 +62,7 @@ class PEPLayer(EmbeddingLayer):
 
     def describe(self, n_users: int) -> dict[str, Any]:
         n_entities, dim = self.weight.shape
-        return {**common_summary(self, n_users, n_entities, dim), "buckets": n_entities, "per_entity": 1}
+        return {**common_summary(self, n_users, n_entities, dim), "per_entity": 1}
 
     def pretrain(self, session: PretrainSession) -> Trained:
         """Prune to the budget, then keep the surviving entries with their initial values."""
@@ -146,7 +146,6 @@ class PrunedLayer(EmbeddingLayer):
         per_row = np.diff(self.pattern.indptr)
         return {
             **common_summary(self, n_users, n_entities, dim),
-            "buckets": n_entities,
             "per_entity": 1,
             "nnz": int(self.pattern.nnz),
             "density": round(self.pattern.nnz / (n_entities * dim), 6),

@@ -84,7 +84,7 @@ class QRLayer(EmbeddingLayer):
     def describe(self, n_users: int) -> dict[str, Any]:
         q, r = int(self.quotient.shape[0]), int(self.remainder.shape[0])
         summary = common_summary(self, n_users, int(self.q_index.numel()), int(self.quotient.shape[1]))
-        return {**summary, "buckets": q + r, "per_entity": 2, "quotients": q, "remainders": r}
+        return {**summary, "per_entity": 2, "quotients": q, "remainders": r}
 
     @classmethod
     def from_arrays(
