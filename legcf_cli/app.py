@@ -22,7 +22,7 @@ from legcf_cli.reporting import RichReporter, err_console
 from legcf_core import experiments, stages
 from legcf_core.artifacts import RunDir
 from legcf_core.config import RefineConfig, TrainConfig
-from legcf_core.errors import ConfigError, LegcfError
+from legcf_core.errors import LegcfError
 from legcf_core.runtime import keep_freed_memory, resolve_device
 from legcf_core.tuning import tuned
 
@@ -62,7 +62,7 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except LegcfError as exc:
-            message = exc.render(FLAG_NAMES) if isinstance(exc, ConfigError) else str(exc)
+            message = exc.render(FLAG_NAMES)
             err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:

@@ -13,6 +13,10 @@ from __future__ import annotations
 class LegcfError(Exception):
     """Base of every error caused by the user's input or environment."""
 
+    def render(self, names: dict[str, str] | None = None) -> str:
+        """The message, with config field names shown as ``names`` maps them (e.g. to flags)."""
+        return str(self)
+
 
 class DataError(LegcfError):
     """The dataset is missing, malformed or empty."""
@@ -47,4 +51,13 @@ class DeviceError(LegcfError):
 
 
 class TrainingError(LegcfError):
-    """Training diverged (NaN or infinite loss)."""
+    """Training diverged (NaN or infinite loss); ``field`` names the setting to change."""
+
+    def __init__(self, problem: str, field: str | None = None) -> None:
+        self.problem, self.field = problem, field
+        super().__init__(self.render())
+
+    def render(self, names: dict[str, str] | None = None) -> str:
+        if self.field is None:
+            return self.problem
+        return f"{self.problem} ({(names or {}).get(self.field, self.field)})"

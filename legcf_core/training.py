@@ -217,7 +217,7 @@ def train_epoch(
         optimizer.step()
         value = float(objective.detach())
         if not math.isfinite(value):
-            raise TrainingError(f"loss became {value}; lower the learning rate (--lr)")
+            raise TrainingError(f"loss became {value}; lower the learning rate", "lr")
         total += value
         batches += 1
         if on_batch is not None:

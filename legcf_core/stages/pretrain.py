@@ -101,7 +101,7 @@ def _partition_sizes(run: art.RunDir) -> tuple[int, int] | None:
 
 def budget_source(run: art.RunDir, config: PretrainConfig) -> str:
     if config.budget is not None:
-        return "--budget"
+        return "as given"
     c, t = _partition_sizes(run) or (500, 2)
     return f"LEGCF c={c}, t={t}, d={config.dim}"
 
