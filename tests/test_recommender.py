@@ -8,6 +8,7 @@ them equals ``legcf evaluate``'s.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,3 +75,15 @@ def test_unknown_ids_and_bad_k_are_clear_errors(served):
         served.recommend([-12345], k=5)
     with pytest.raises(ConfigError, match="k must be >= 1"):
         served.recommend(served.user_ids[:1], k=0)
+
+
+def test_the_readme_python_example_runs(exported_model):
+    """The README's Python API block, run as written against an exported demo model."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "legcf_core.load(" in block
+    namespace: dict = {}
+    exec(block.replace('"runs/demo/model.safetensors"', repr(str(exported_model))), namespace)
+    items, scores = namespace["items"], namespace["scores"]
+    assert items.shape == scores.shape == (2, 10)
