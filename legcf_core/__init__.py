@@ -26,17 +26,20 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
 
 
 def load(path: str | Path, device: str = "cpu") -> Recommender:
-    """A trained model ready to recommend, from ``legcf export``'s file or a run directory
-    (its refined model if up to date, else its pretrained one)."""
-    from legcf_core.artifacts import RunDir
+    """A trained model ready to recommend, from a file ``legcf export`` wrote (exact or
+    ``--compact``) or a run directory (its refined model if up to date, else its pretrained one)."""
+    from legcf_core.artifacts import RunDir, read_metadata
     from legcf_core.model import propagated_embeddings
     from legcf_core.recommender import Recommender
     from legcf_core.runtime import resolve_device
     from legcf_core.stages.export import load_export
+    from legcf_core.stages.export_compact import load_compact
     from legcf_core.stages.inputs import load_data, load_model
 
     target, where = Path(path), resolve_device(device)
     if not target.is_dir():
+        if read_metadata(target).get("kind") == "compact":
+            return load_compact(target, where)
         return load_export(target).recommender(where)
     run = RunDir(target)
     data = load_data(run)

@@ -137,6 +137,14 @@ def trainable(model: StoredModel, train: sp.csr_matrix, n_users: int, device: to
     return PropagationModel(model.layer, model.backbone, adjacency, n_users, device)
 
 
+def node_outputs(
+    model: StoredModel, train: sp.csr_matrix, n_users: int, device: torch.device
+) -> torch.Tensor:
+    """Propagated rows of every node of the layer's graph (entities, then any meta nodes)."""
+    with torch.no_grad():
+        return trainable(model, train, n_users, device).node_outputs()
+
+
 def propagated_embeddings(
     model: StoredModel, train: sp.csr_matrix, n_users: int, device: torch.device
 ) -> torch.Tensor:
@@ -190,6 +198,10 @@ class PropagationModel:
 
     def entity_embeddings(self) -> torch.Tensor:
         return self.propagate()[1][: self.n_entities]
+
+    def node_outputs(self) -> torch.Tensor:
+        """The backbone's output rows of every node of the layer's graph."""
+        return self.propagate()[1]
 
     def update_assignment(self) -> int:
         """Re-solve the layer's assignment on the backbone's outputs and rebuild the graph."""

@@ -10,24 +10,40 @@ scores per user; every layer and backbone in legcf serves through it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from legcf_core.assignment import clip_and_normalize, pseudo_inverse
 from legcf_core.errors import ConfigError
 
 
+@dataclass(frozen=True)
+class FoldIn:
+    """What placing a new user needs: item degrees, and the meta rows to solve an assignment on."""
+
+    item_degrees: np.ndarray
+    meta_rows: torch.Tensor | None = None  # H_meta, for a model with an assignment
+    per_entity: int = 0
+
+
 class Recommender:
-    """Scores s(u, i) = h_u . h_i over propagated rows; ids are the dataset's raw ids."""
+    """Scores s(u, i) = h_u . h_i over propagated rows; ids are the dataset's raw ids.
+
+    ``seen`` (users x items) holds the training interactions, left out of
+    recommendations; a model exported without them recommends from all items.
+    """
 
     def __init__(
         self,
         user_rows: torch.Tensor,
         item_rows: torch.Tensor,
-        seen: sp.csr_matrix,
+        seen: sp.csr_matrix | None,
         user_ids: np.ndarray,
         item_ids: np.ndarray,
+        fold_in: FoldIn | None = None,
     ) -> None:
         self.user_rows = user_rows
         self.item_rows = item_rows
@@ -35,6 +51,10 @@ class Recommender:
         self.user_ids = np.asarray(user_ids)
         self.item_ids = np.asarray(item_ids)
         self._user_index = {int(raw): index for index, raw in enumerate(self.user_ids)}
+        self._item_index = {int(raw): index for index, raw in enumerate(self.item_ids)}
+        if fold_in is None and seen is not None:
+            fold_in = FoldIn(np.asarray(seen.sum(axis=0)).ravel())
+        self._fold_in = fold_in
 
     @property
     def n_users(self) -> int:
@@ -56,15 +76,50 @@ class Recommender:
             raise ConfigError("user", f"ids not in the model: {shown}{' ...' if len(missing) > 5 else ''}")
         return np.asarray([self._user_index[int(u)] for u in users], dtype=np.int64)
 
+    def item_indices(self, items: Sequence[int]) -> np.ndarray:
+        """Internal indices of raw item ids; an unknown id is a clear error."""
+        missing = [i for i in items if int(i) not in self._item_index]
+        if missing:
+            shown = ", ".join(str(i) for i in missing[:5])
+            raise ConfigError("item", f"ids not in the model: {shown}{' ...' if len(missing) > 5 else ''}")
+        return np.asarray([self._item_index[int(i)] for i in items], dtype=np.int64)
+
     def score(self, users: Sequence[int], items: Sequence[int]) -> np.ndarray:
         """Scores of every (user, item) pair of the two raw-id lists, users x items."""
-        item_index = {int(raw): index for index, raw in enumerate(self.item_ids)}
-        unknown = [i for i in items if int(i) not in item_index]
-        if unknown:
-            raise ConfigError("item", f"ids not in the model: {', '.join(str(i) for i in unknown[:5])}")
         rows = self.user_rows[torch.from_numpy(self.user_indices(users))]
-        columns = self.item_rows[torch.as_tensor([item_index[int(i)] for i in items], dtype=torch.long)]
+        columns = self.item_rows[torch.from_numpy(self.item_indices(items))]
         return (rows @ columns.T).cpu().numpy()
+
+    def fold_in(self, items: Sequence[int]) -> torch.Tensor:
+        """The row of a new user who interacted with ``items``, without gradient steps.
+
+        LightGCN's propagation seen from the new node: sum_i h_i / sqrt(d_i)
+        (the 1/sqrt(d_u) and layer weights only scale the row, which ranking
+        ignores). With an assignment, the row is then placed the way refine
+        places every entity: s = top-t(h pinv(H_meta)), clipped, rows summing
+        to 1, and the user is s H_meta.
+        """
+        if len(items) == 0:
+            raise ConfigError("items", "must name at least one item the new user interacted with")
+        if self._fold_in is None:
+            raise ConfigError("items", "this model keeps no item degrees, so it cannot place new users")
+        index = torch.from_numpy(self.item_indices(items))
+        degrees = torch.from_numpy(np.maximum(self._fold_in.item_degrees, 1).astype(np.float32))
+        weights = degrees.to(self.item_rows.device)[index].rsqrt()
+        h = (weights[:, None] * self.item_rows[index]).sum(0, keepdim=True)
+        if self._fold_in.meta_rows is None:
+            return h[0]
+        return assign_rows(h, self._fold_in.meta_rows, self._fold_in.per_entity)[0]
+
+    def recommend_for_items(self, items: Sequence[int], k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items (raw ids) and scores for a new user given the items they had, those left out."""
+        if k < 1:
+            raise ConfigError("k", f"must be >= 1, got {k}")
+        h = self.fold_in(items)
+        scores = self.item_rows @ h
+        scores[torch.from_numpy(self.item_indices(items))] = -torch.inf
+        top = torch.topk(scores, min(k, self.n_items - len(set(items))))
+        return self.item_ids[top.indices.cpu().numpy()], top.values.cpu().numpy()
 
     def recommend(
         self, users: Sequence[int], k: int = 20, exclude_seen: bool = True
@@ -75,10 +130,19 @@ class Recommender:
             raise ConfigError("k", f"must be >= 1, got {k}")
         index = self.user_indices(users)
         scores = self.user_rows[torch.from_numpy(index)] @ self.item_rows.T
-        if exclude_seen:
+        if exclude_seen and self.seen is not None:
             seen = self.seen[index].tocoo()
             scores[
                 torch.from_numpy(seen.row.astype(np.int64)), torch.from_numpy(seen.col.astype(np.int64))
             ] = -torch.inf
         top = torch.topk(scores, min(k, self.n_items), dim=1)
         return self.item_ids[top.indices.cpu().numpy()], top.values.cpu().numpy()
+
+
+def assign_rows(h: torch.Tensor, meta_rows: torch.Tensor, per_entity: int) -> torch.Tensor:
+    """Rows s H_meta with s = top-t(h pinv(H_meta)), clipped at 0 and summing to 1 (Eq. 10-16)."""
+    values, columns = torch.topk(h @ pseudo_inverse(meta_rows), per_entity, dim=1)
+    weights, empty = clip_and_normalize(values.float().cpu().numpy())
+    weights[empty] = 1.0 / per_entity  # no positive weight: an even mix of the t nearest
+    mixed = torch.from_numpy(weights).to(meta_rows.device)[:, :, None] * meta_rows[columns]
+    return mixed.sum(1)

@@ -49,6 +49,9 @@ class TrainableModel(Protocol):
 
     def entity_embeddings(self) -> torch.Tensor: ...
 
+    def node_outputs(self) -> torch.Tensor:
+        """Propagated rows of every node (entities, then any meta nodes)."""
+
     def update_assignment(self) -> int: ...
 
     def state(self) -> dict[str, torch.Tensor]: ...

@@ -167,6 +167,10 @@ class OperatorModel:
         """H_meta = P[N:] E_meta (Eq. 9)."""
         return self.meta_operator @ self.codebook
 
+    def node_outputs(self) -> torch.Tensor:
+        """H of all N + c nodes: [H_full; H_meta]."""
+        return torch.cat([self.entity_embeddings(), self.meta_embeddings()])
+
     def set_assignment(self, assignment: sp.csr_matrix) -> None:
         """Install a new S and rebuild P for it."""
         self.layer.set_assignment(assignment)

@@ -1,0 +1,136 @@
+"""Export's compact form (``legcf export --compact``), and reading it back as a recommender.
+
+The file holds the serving form of :mod:`legcf_core.compact`, the ids, and,
+unless left out, the training interactions as CSR in the narrowest integer
+types that hold them (what excluding seen items costs). Without them the file
+keeps each item's degree, which placing a new user needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from legcf_core import artifacts as art
+from legcf_core.compact import compact_form, form_arrays, form_from_arrays, index_dtype, rows_sum_to_one
+from legcf_core.errors import ArtifactError, ConfigError
+from legcf_core.model import node_outputs
+from legcf_core.recommender import FoldIn, Recommender
+from legcf_core.stages.inputs import load_data, load_model
+
+COMPACT_FILE = "model.compact.safetensors"
+CPU = torch.device("cpu")
+
+
+def narrow_ids(ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw ids in the narrowest type, or nothing when they are 0..n-1 (the header says so)."""
+    if np.array_equal(ids, np.arange(ids.size)):
+        return {}
+    return {"ids": ids.astype(index_dtype(int(ids.max(initial=0)))) if ids.min(initial=0) >= 0 else ids}
+
+
+def seen_arrays(train: sp.csr_matrix, keep_seen: bool) -> dict[str, np.ndarray]:
+    if not keep_seen:
+        degrees = np.asarray(train.sum(axis=0)).ravel().astype(np.int64)
+        return {"item_degrees": degrees.astype(index_dtype(int(degrees.max(initial=0))))}
+    return {
+        "seen.indptr": train.indptr.astype(index_dtype(train.nnz)),
+        "seen.indices": train.indices.astype(index_dtype(train.shape[1] - 1)),
+    }
+
+
+def export_compact(
+    run: art.RunDir,
+    output: Path | None = None,
+    which: str = "auto",
+    dtype: str = "float32",
+    keep_seen: bool = True,
+) -> dict[str, Any]:
+    """Write the compact serving form; returns what it holds and its size."""
+    data = load_data(run)
+    chosen = load_model(run, which, data.n_entities)
+    model, layer = chosen.model, chosen.model.layer
+    assignment = layer.assignment
+    if assignment is not None and not rows_sum_to_one(_row_sums(assignment)):
+        raise ConfigError("model", "has an assignment whose rows do not sum to 1; it has no compact form")
+    form = compact_form(
+        node_outputs(model, data.train, data.n_users, CPU),
+        data.n_entities,
+        assignment,
+        getattr(layer, "per_entity", 0),
+    )
+    tensors = {**form_arrays(form, dtype), **seen_arrays(data.train, keep_seen)}
+    for prefix, ids in (("user", data.user_ids), ("item", data.item_ids)):
+        tensors.update({f"{prefix}_{k}": v for k, v in narrow_ids(ids).items()})
+    stored = sum(int(v.size) for k, v in tensors.items() if k in ("meta_rows", "columns", "weights", "rows"))
+    meta = art.header(
+        "compact",
+        dataset=run.load_manifest()["dataset"]["fingerprint"],
+        n_users=data.n_users,
+        n_items=data.n_items,
+        made_by=chosen.trained_by,
+        embedding=model.embedding,
+        backbone=model.backbone_name,
+        dtype=dtype,
+        seen=int(keep_seen),
+        params=stored,
+    )
+    output = Path(output) if output is not None else run.file(COMPACT_FILE)
+    digest = art.write_tensors(output, tensors, meta)
+    result = {
+        "path": str(output),
+        "bytes": output.stat().st_size,
+        "form": "compact",
+        "dtype": dtype,
+        "seen": keep_seen,
+        "params": stored,
+        "embedding": model.embedding,
+        "model": chosen.source,
+    }
+    run.record(
+        "export_compact",
+        {
+            "inputs": run.inputs(art.DATA_FILE),
+            "outputs": {},
+            "file": str(output),
+            "sha256": digest,
+            "metrics": result,
+        },
+    )
+    return result
+
+
+def _row_sums(assignment: sp.csr_matrix) -> np.ndarray:
+    return np.asarray(assignment.sum(axis=1)).reshape(-1, 1)
+
+
+def load_compact(path: Path, device: torch.device = CPU) -> Recommender:
+    """A recommender from a compact file."""
+    tensors, meta = art.read_tensors(Path(path), kind="compact")
+    try:
+        n_users, n_items, dtype = int(meta["n_users"]), int(meta["n_items"]), meta["dtype"]
+    except (KeyError, ValueError):
+        raise ArtifactError(f"{path}: the header lacks n_users, n_items or dtype") from None
+    form = form_from_arrays(tensors, dtype)
+    h = torch.from_numpy(form.entity_rows()).to(device)
+    seen, degrees = None, tensors.get("item_degrees")
+    if "seen.indptr" in tensors:
+        seen = sp.csr_matrix(
+            (
+                np.ones(tensors["seen.indices"].size, np.float32),
+                tensors["seen.indices"].astype(np.int64),
+                tensors["seen.indptr"].astype(np.int64),
+            ),
+            shape=(n_users, n_items),
+        )
+        degrees = np.asarray(seen.sum(axis=0)).ravel()
+    user_ids = tensors.get("user_ids", np.arange(n_users)).astype(np.int64)
+    item_ids = tensors.get("item_ids", np.arange(n_items)).astype(np.int64)
+    meta_rows = None if form.meta_rows is None else torch.from_numpy(form.meta_rows).to(device)
+    per_entity = 0 if form.columns is None else form.columns.shape[1]
+    fold_in = FoldIn(np.asarray(degrees, dtype=np.float32), meta_rows, per_entity)
+    return Recommender(h[:n_users], h[n_users:], seen, user_ids, item_ids, fold_in)

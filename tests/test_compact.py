@@ -1,0 +1,117 @@
+"""The compact serving form: exact where the model has no assignment, S H_meta where it has one,
+t - 1 weights a row, narrow integer types, lower precision, and new users placed without training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from helpers import TRAIN_OPTS, copy_run, invoke_ok
+
+import legcf_core
+from legcf_core.artifacts import RunDir, read_tensors
+from legcf_core.compact import CompactForm, assignment_columns, form_arrays, form_from_arrays, index_dtype
+from legcf_core.errors import ConfigError
+from legcf_core.model import node_outputs
+from legcf_core.stages import load_data, load_model
+from legcf_core.stages.export_compact import export_compact
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, prepared_run):
+    run_dir = copy_run(prepared_run, tmp_path_factory.mktemp("full") / "run")
+    invoke_ok("pretrain", run_dir, "--embedding", "full", "--dim", 16, "--epochs", 2, *TRAIN_OPTS)
+    invoke_ok("export", run_dir)
+    return run_dir
+
+
+def test_index_types_are_as_narrow_as_they_fit():
+    assert index_dtype(255) == np.uint8 and index_dtype(256) == np.int16
+    assert index_dtype(40_980) == np.int32 and index_dtype(2**31) == np.int64
+
+
+def test_assignment_round_trips_through_t_minus_one_weights():
+    rng = np.random.default_rng(0)
+    columns = np.stack([rng.choice(9, 3, replace=False) for _ in range(20)])
+    weights = rng.random((20, 3)).astype(np.float32)
+    weights[4, 2] = 0.0  # a row left with two nonzeros by clipping
+    weights /= weights.sum(1, keepdims=True)
+    assignment = sp.csr_matrix((weights.ravel(), columns.ravel(), np.arange(0, 61, 3)), shape=(20, 9))
+    assignment.eliminate_zeros()
+    cols, w = assignment_columns(assignment, 3)
+    rebuilt = sp.csr_matrix((w.ravel(), cols.ravel(), np.arange(0, 61, 3)), shape=(20, 9))
+    np.testing.assert_allclose(rebuilt.toarray(), assignment.toarray())
+    meta = np.arange(9 * 4, dtype=np.float32).reshape(9, 4)
+    arrays = form_arrays(CompactForm(meta, cols, w, None), "float32")
+    assert arrays["weights"].shape == (20, 2)
+    np.testing.assert_allclose(form_from_arrays(arrays, "float32").weights, w, atol=1e-6)
+
+
+def test_a_table_without_assignment_serves_exactly(full_run, tmp_path):
+    output = tmp_path / "compact.safetensors"
+    export_compact(RunDir(full_run), output)
+    compact, exact = legcf_core.load(output), legcf_core.load(full_run / "model.safetensors")
+    users = exact.user_ids[:40]
+    np.testing.assert_array_equal(compact.recommend(users, k=10)[0], exact.recommend(users, k=10)[0])
+
+
+def test_legcf_compact_rows_are_s_times_h_meta(trained_run, tmp_path):
+    run = RunDir(copy_run(trained_run, tmp_path / "run"))
+    output = tmp_path / "compact.safetensors"
+    result = export_compact(run, output)
+    data = load_data(run)
+    model = load_model(run, "auto", data.n_entities).model
+    h = node_outputs(model, data.train, data.n_users, torch.device("cpu"))
+    expected = torch.from_numpy(model.layer.assignment.toarray()) @ h[data.n_entities :]
+    served = legcf_core.load(output)
+    torch.testing.assert_close(served.embeddings(), expected, rtol=1e-4, atol=1e-5)
+    tensors, meta = read_tensors(output, kind="compact")
+    assert tensors["columns"].dtype == np.uint8  # c = 50 fits a byte
+    assert tensors["weights"].shape == (data.n_entities, 1)  # t - 1 weights a row
+    assert result["params"] == h[data.n_entities :].numel() + 2 * data.n_entities + data.n_entities
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_lower_precision_halves_the_rows_and_keeps_the_ranking_close(full_run, tmp_path, dtype):
+    exact_path, low_path = tmp_path / "f32.safetensors", tmp_path / "low.safetensors"
+    exact = export_compact(RunDir(full_run), exact_path)
+    low = export_compact(RunDir(full_run), low_path, dtype=dtype)
+    assert low["bytes"] < 0.75 * exact["bytes"]
+    a, b = legcf_core.load(exact_path), legcf_core.load(low_path)
+    users = a.user_ids[:40]
+    pairs = zip(a.recommend(users, 10)[0], b.recommend(users, 10)[0], strict=True)
+    overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in pairs])
+    assert overlap > 0.9
+
+
+def test_without_seen_items_the_file_is_smaller_and_still_places_new_users(full_run, tmp_path):
+    with_seen = export_compact(RunDir(full_run), tmp_path / "a.safetensors")
+    without = export_compact(RunDir(full_run), tmp_path / "b.safetensors", keep_seen=False)
+    assert without["bytes"] < with_seen["bytes"]
+    served = legcf_core.load(tmp_path / "b.safetensors")
+    items = list(served.item_ids[:3])
+    picked, scores = served.recommend_for_items(items, k=5)
+    assert len(picked) == 5 and not set(picked.tolist()) & set(items)
+    assert np.all(np.diff(scores) <= 0)
+
+
+def test_fold_in_of_a_trained_user_points_where_the_trained_row_does(full_run):
+    """A user's fold-in from their own training items ranks like their trained row."""
+    served = legcf_core.load(full_run / "model.safetensors")
+    data = load_data(RunDir(full_run))
+    agreements = []
+    for user in range(20):
+        items = data.item_ids[data.train[user].indices]
+        folded = served.fold_in(list(items))
+        trained = served.user_rows[user]
+        agreements.append(float(torch.nn.functional.cosine_similarity(folded, trained, dim=0)))
+    assert np.mean(agreements) > 0.5
+
+
+def test_fold_in_refuses_empty_and_unknown_items(full_run):
+    served = legcf_core.load(full_run / "model.safetensors")
+    with pytest.raises(ConfigError, match="at least one item"):
+        served.recommend_for_items([], k=5)
+    with pytest.raises(ConfigError, match="not in the model"):
+        served.recommend_for_items([-1], k=5)
