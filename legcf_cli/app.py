@@ -18,11 +18,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from legcf_cli.compare_report import write_report
 from legcf_cli.reporting import RichReporter, err_console
-from legcf_core import experiments, stages
+from legcf_core import stages
 from legcf_core.artifacts import RunDir
 from legcf_core.config import RefineConfig, TrainConfig
 from legcf_core.errors import LegcfError
+from legcf_core.experiments import runner, sets
 from legcf_core.runtime import keep_freed_memory, resolve_device
 from legcf_core.tuning import tuned
 
@@ -422,9 +424,9 @@ def parse_seeds(text: str) -> list[int]:
 def compare(
     out_dir: Annotated[Path, typer.Argument(help="Output directory: runs/, <set>.md, .json and .png.")],
     data: DataOpt = None,
-    sets: Annotated[
+    set_names: Annotated[
         list[str],
-        typer.Option("--set", help=f"Named configuration set, repeatable: {', '.join(experiments.SETS)}."),
+        typer.Option("--set", help=f"Named configuration set, repeatable: {', '.join(sets.SETS)}."),
     ] = ["table2"],  # noqa: B006 (typer needs a list default)
     seeds: Annotated[
         str, typer.Option("--seeds", help="Seeds, comma-separated; results are averaged.")
@@ -451,37 +453,36 @@ def compare(
     write tables and plots. Finished configurations are skipped, so an interrupted
     comparison resumes where it stopped."""
     if list_sets:
-        for name, rows in experiments.SETS.items():
-            out_console.print(f"[bold]{name}[/]: {experiments.TITLES[name]}")
+        for name, rows in sets.SETS.items():
+            out_console.print(f"[bold]{name}[/]: {sets.TITLES[name]}")
             for row in rows:
                 out_console.print(f"  {row.name:<22} {row.key()}  model={row.model}", highlight=False)
         return
-    overrides = experiments.Overrides(epochs, batch_size, dim, codebook_size)
-    command = compare_command(out_dir, data, sets, seeds, overrides)
+    overrides = sets.Overrides(epochs, batch_size, dim, codebook_size)
+    command = compare_command(out_dir, data, set_names, seeds, overrides)
     with RichReporter() as reporter:
-        tables = experiments.compare(
+        tables = runner.compare(
             out_dir,
-            sets,
+            set_names,
             data or demo_dataset(),
             parse_seeds(seeds),
             resolve_device(device),
             overrides,
-            command,
             reporter,
             train=not report_only,
         )
-    for name in tables:
-        print((out_dir / f"{name}.md").read_text())
+    for path in write_report(out_dir, tables, command):
+        print(path.read_text())
 
 
 def compare_command(
-    out_dir: Path, data: Path | None, sets: list[str], seeds: str, overrides: experiments.Overrides
+    out_dir: Path, data: Path | None, set_names: list[str], seeds: str, overrides: sets.Overrides
 ) -> str:
     """The command line that reproduces a comparison, for its tables."""
     words = ["legcf compare", str(out_dir)]
     if data is not None:
         words += ["--data", str(data)]
-    words += [f"--set {name}" for name in sets] + ["--seeds", seeds]
+    words += [f"--set {name}" for name in set_names] + ["--seeds", seeds]
     for name, value in vars(overrides).items():
         if value is not None:
             words += [f"--{name.replace('_', '-')}", str(value)]

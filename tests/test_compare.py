@@ -13,9 +13,11 @@ import pytest
 import torch
 from helpers import assert_clean_error, invoke, invoke_ok
 
-from legcf_core import experiments, tuning
+from legcf_core import tuning
 from legcf_core.embeddings import qr_remainders
-from legcf_core.experiments import SETS, Experiment, Overrides, collect, resolve, run_experiment, table_rows
+from legcf_core.experiments.runner import STALE_DIR, collect, run_experiment
+from legcf_core.experiments.sets import SETS, Experiment, Overrides, resolve, run_name
+from legcf_core.experiments.summary import table_rows
 
 SMALL = ["--epochs", "2", "--batch-size", "4096", "--dim", "16", "--codebook-size", "30", "--device", "cpu"]
 OVERRIDES = Overrides(epochs=2, batch_size=4096, dim=16, codebook_size=30)
@@ -178,9 +180,9 @@ def test_a_result_trained_with_other_settings_is_retrained_not_reused(tmp_path, 
     assert full.name not in names  # an old result never stands for the new settings
 
     assert run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # trained again
-    (kept,) = (out / experiments.STALE_DIR).iterdir()  # the old run is moved aside, not lost
+    (kept,) = (out / STALE_DIR).iterdir()  # the old run is moved aside, not lost
     assert (kept / "result.json").is_file()
-    run_dir = out / "runs" / experiments.run_name(resolve(full, overrides), 2024, overrides)
+    run_dir = out / "runs" / run_name(resolve(full, overrides), 2024, overrides)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["pretrain"]["config"]["lr"] == 0.02
     names = [row["name"] for row in table_rows("table2", collect(out, overrides), [2024], overrides)]
