@@ -79,7 +79,7 @@ def main_options(
 
 
 def main() -> None:
-    app()
+    app(prog_name="legcf")
 
 
 if __name__ == "__main__":

@@ -196,7 +196,10 @@ OutputOpt = Annotated[
 # -------------------------------------------------------------- compare
 
 OutDirArg = Annotated[Path, typer.Argument(help="Output directory: runs/, <set>.md, .json and .png.")]
-SetsOpt = Annotated[list[SetName], typer.Option("--set", help="Named configuration set, repeatable.")]
+SetsOpt = Annotated[
+    list[SetName],
+    typer.Option("--set", metavar="NAME", help=f"Named configuration set, repeatable: {', '.join(SETS)}."),
+]
 SeedsOpt = Annotated[
     str,
     typer.Option("--seeds", help="Seeds, comma-separated; results are averaged.", callback=_int_list),

@@ -100,6 +100,22 @@ def test_overrides_leave_non_default_values_alone():
     assert resolve(SETS["fig4-c"][0], OVERRIDES).codebook_size == 100
 
 
+def test_run_directory_names_are_what_earlier_comparisons_wrote():
+    """Finished runs are found again by name, so the keys must never drift."""
+    assert [experiment.key() for experiment in SETS["table2"]] == [
+        "full-lightgcn-d64-L3",
+        "full-lightgcn-d128-L3",
+        "qr-lightgcn-d128-L3-c500-t2",
+        "pep-lightgcn-d128-L3-c500-t2",
+        "legcf-lightgcn-d128-L3-c500-t2-w0.5-metis-m1",
+    ]
+    assert SETS["table4"][3].key() == "full-ngcf-d128-L3-c500-t2"  # matched to LEGCF's budget
+    assert SETS["fig4-t"][0].key() == "legcf-lightgcn-d128-L3-c500-t1-w1-metis-m1"
+    assert run_name(SETS["table3"][2], 7, OVERRIDES) == (
+        "legcf-lightgcn-d128-L3-c500-t2-w0.5-random-m1-seed7-override-epochs2-batch_size4096-dim16-codebook_size30"
+    )
+
+
 def test_unknown_set_is_a_clean_error(tmp_path, demo_path):
     result = invoke("compare", tmp_path / "out", "--data", demo_path, "--set", "table9")
     assert_clean_error(result, "table9")
