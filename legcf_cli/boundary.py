@@ -62,7 +62,11 @@ class LegcfGroup(TyperGroup):
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except ClickException as exc:
-            error_line(usage_message(exc))
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare 'legcf': the help, not an error
+                if exc.format_message():
+                    typer.echo(exc.format_message(), err=True)
+            else:
+                error_line(usage_message(exc))
             sys.exit(exc.exit_code)
         except typer.Abort:
             error_line("aborted")

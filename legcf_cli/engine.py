@@ -11,10 +11,23 @@ from typing import Any
 def stages() -> ModuleType:
     """:mod:`legcf_core.stages`, with the process set up for training."""
     from legcf_core import stages as module
+
+    _set_up_process()
+    return module
+
+
+def runner() -> ModuleType:
+    """:mod:`legcf_core.experiments.runner`, the comparison harness, with the process set up."""
+    from legcf_core.experiments import runner as module
+
+    _set_up_process()
+    return module
+
+
+def _set_up_process() -> None:
     from legcf_core.runtime import keep_freed_memory
 
     keep_freed_memory()
-    return module
 
 
 def run_dir(path: Path) -> Any:

@@ -79,6 +79,12 @@ def test_help_lists_the_choices(command, choices):
     assert all(choice in text for choice in choices), text
 
 
+def test_bare_legcf_shows_the_help_not_an_error():
+    proc = legcf()
+    assert "Usage: legcf" in proc.stdout and "pretrain" in proc.stdout
+    assert "error:" not in proc.stderr
+
+
 def test_version():
     result = invoke_ok("--version")
     assert result.stdout.strip() == f"legcf {metadata.version('legcf')}"

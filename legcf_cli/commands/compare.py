@@ -62,12 +62,11 @@ def compare(
         return
     names = [name.value for name in sets]
     overrides = Overrides(epochs, batch_size, dim, codebook_size)
-    from legcf_cli.compare_report import write_report
-    from legcf_core.experiments.runner import compare as run_sets
+    from legcf_cli.compare_report import write_report  # writes through the engine: loaded on use
 
-    engine.stages()  # the process set up for training
+    harness = engine.runner()
     with open_reporter(ctx) as reporter:
-        tables = run_sets(
+        tables = harness.compare(
             out_dir,
             names,
             data or demo_dataset(),
