@@ -7,7 +7,6 @@ loads the engine, so ``legcf --help`` answers at once.
 
 from __future__ import annotations
 
-import logging
 from importlib import metadata
 from typing import Annotated
 
@@ -15,7 +14,7 @@ import typer
 
 from legcf_cli.boundary import LegcfGroup
 from legcf_cli.commands import compare, stages
-from legcf_cli.reporting import Settings
+from legcf_cli.reporting import Settings, configure_logging
 
 app = typer.Typer(
     name="legcf",
@@ -72,10 +71,7 @@ def main_options(
 
     Progress goes to stderr: bars on a terminal, plain lines otherwise."""
     ctx.obj = Settings(quiet=quiet, verbose=verbose)
-    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    for name in ("legcf_core", "legcf_cli"):
-        logging.getLogger(name).setLevel(level)
+    configure_logging(ctx.obj)
 
 
 def main() -> None:

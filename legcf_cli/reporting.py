@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -25,6 +26,24 @@ class Settings:
 
     quiet: bool = False
     verbose: bool = False
+
+
+def configure_logging(settings: Settings) -> None:
+    """legcf's loggers at DEBUG with -v, ERROR with -q, else WARNING; with -v and no
+    handler yet, a Rich handler on a terminal and a plain one otherwise."""
+    level = logging.DEBUG if settings.verbose else logging.ERROR if settings.quiet else logging.WARNING
+    for name in ("legcf_core", "legcf_cli"):
+        logging.getLogger(name).setLevel(level)
+    root = logging.getLogger()
+    if settings.verbose and not root.handlers:
+        if sys.stderr.isatty():
+            from rich.logging import RichHandler
+
+            root.addHandler(RichHandler(show_path=False))
+        else:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            root.addHandler(handler)
 
 
 def open_reporter(ctx: typer.Context) -> Any:
