@@ -19,7 +19,6 @@ from legcf_cli.reporting import Settings, configure_logging
 app = typer.Typer(
     name="legcf",
     cls=LegcfGroup,
-    help="Lightweight embeddings for graph collaborative filtering (LEGCF, SIGIR'24), stage by stage.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
@@ -69,7 +68,8 @@ def main_options(
 ) -> None:
     """Lightweight embeddings for graph collaborative filtering (LEGCF, SIGIR'24), stage by stage.
 
-    Progress goes to stderr: bars on a terminal, plain lines otherwise."""
+    Results go to stdout; progress to stderr, as bars on a terminal and as plain
+    lines otherwise. An error is one 'error:' line on stderr."""
     ctx.obj = Settings(quiet=quiet, verbose=verbose)
     configure_logging(ctx.obj)
 
