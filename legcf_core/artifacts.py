@@ -296,3 +296,26 @@ class RunDir:
                 f"{path} was made from dataset {meta.get('dataset', '?')[:12]}, "
                 f"this run's dataset is {str(expected)[:12]}; rerun the stage that made it"
             )
+
+
+# ------------------------------------------------------ whole run directories
+
+
+def remove_run_dir(path: Path) -> None:
+    """Delete a run directory and everything under it (an interrupted run being started over)."""
+    import shutil  # kept local: only the comparison harness removes whole directories
+
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise ArtifactError(f"cannot remove {path}: {exc.strerror}") from None
+
+
+def move_run_dir(path: Path, target: Path) -> Path:
+    """Move a run directory to ``target``, creating its parent; nothing is deleted. Returns ``target``."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).rename(target)
+    except OSError as exc:
+        raise ArtifactError(f"cannot move {path} to {target}: {exc.strerror}") from None
+    return target

@@ -21,6 +21,12 @@ DEFAULT_KS = (10, 20)
 
 
 @dataclass(frozen=True)
+class PrepareConfig:
+    seed: int = 2024
+    test_fraction: float = 0.2  # per-user test share when the dataset is one file
+
+
+@dataclass(frozen=True)
 class PartitionConfig:
     codebook_size: int = 500  # c
     per_entity: int = 2  # t

@@ -24,6 +24,8 @@ class Entry:
     target: str  # "module:Class"
     marker: str = "o"  # matplotlib marker in comparison plots
     summary: str = ""  # one line for --help
+    uses_partition: bool = False  # layers: trained from a partition, with c, t, w*, init and m
+    sized_by_budget: bool = False  # layers: sized by a parameter budget (LEGCF's at c and t by default)
 
     def load(self) -> Any:
         module, _, attr = self.target.partition(":")
@@ -39,10 +41,25 @@ LAYERS: dict[str, Entry] = {
             "legcf_core.layers.codebook:CodebookLayer",
             "o",
             "c meta-embeddings and a sparse assignment S (the paper's)",
+            uses_partition=True,
         ),
         Entry("full", "full table", "legcf_core.layers.full:FullLayer", "s", "one free row per entity"),
-        Entry("qr", "QR", "legcf_core.layers.qr:QRLayer", "^", "quotient-remainder compositional rows"),
-        Entry("pep", "PEP", "legcf_core.layers.pep:PEPLayer", "D", "learned soft-threshold pruning"),
+        Entry(
+            "qr",
+            "QR",
+            "legcf_core.layers.qr:QRLayer",
+            "^",
+            "quotient-remainder compositional rows",
+            sized_by_budget=True,
+        ),
+        Entry(
+            "pep",
+            "PEP",
+            "legcf_core.layers.pep:PEPLayer",
+            "D",
+            "learned soft-threshold pruning",
+            sized_by_budget=True,
+        ),
     )
 }
 

@@ -25,7 +25,7 @@ from helpers import (
 )
 from hypothesis import settings
 
-from legcf_cli.app import demo_dataset
+from legcf_cli.options import demo_dataset
 
 # Property tests stay small and leave no example database in the checkout.
 settings.register_profile("legcf", max_examples=25, deadline=None, database=None)

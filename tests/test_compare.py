@@ -13,8 +13,10 @@ import pytest
 import torch
 from helpers import assert_clean_error, invoke, invoke_ok
 
-from legcf_core import experiments, tuning
-from legcf_core.experiments import SETS, Experiment, Overrides, collect, resolve, run_experiment, table_rows
+from legcf_core import tuning
+from legcf_core.experiments.runner import STALE_DIR, collect, run_experiment
+from legcf_core.experiments.sets import SETS, Experiment, Overrides, resolve, run_name
+from legcf_core.experiments.summary import table_rows
 from legcf_core.layers.qr import qr_remainders
 
 SMALL = ["--epochs", "2", "--batch-size", "4096", "--dim", "16", "--codebook-size", "30", "--device", "cpu"]
@@ -98,6 +100,22 @@ def test_overrides_leave_non_default_values_alone():
     assert resolve(SETS["fig4-c"][0], OVERRIDES).codebook_size == 100
 
 
+def test_run_directory_names_are_what_earlier_comparisons_wrote():
+    """Finished runs are found again by name, so the keys must never drift."""
+    assert [experiment.key() for experiment in SETS["table2"]] == [
+        "full-lightgcn-d64-L3",
+        "full-lightgcn-d128-L3",
+        "qr-lightgcn-d128-L3-c500-t2",
+        "pep-lightgcn-d128-L3-c500-t2",
+        "legcf-lightgcn-d128-L3-c500-t2-w0.5-metis-m1",
+    ]
+    assert SETS["table4"][3].key() == "full-ngcf-d128-L3-c500-t2"  # matched to LEGCF's budget
+    assert SETS["fig4-t"][0].key() == "legcf-lightgcn-d128-L3-c500-t1-w1-metis-m1"
+    assert run_name(SETS["table3"][2], 7, OVERRIDES) == (
+        "legcf-lightgcn-d128-L3-c500-t2-w0.5-random-m1-seed7-override-epochs2-batch_size4096-dim16-codebook_size30"
+    )
+
+
 def test_unknown_set_is_a_clean_error(tmp_path, demo_path):
     result = invoke("compare", tmp_path / "out", "--data", demo_path, "--set", "table9")
     assert_clean_error(result, "table9")
@@ -178,9 +196,9 @@ def test_a_result_trained_with_other_settings_is_retrained_not_reused(tmp_path, 
     assert full.name not in names  # an old result never stands for the new settings
 
     assert run_experiment(out, full, demo_path, 2024, cpu, overrides)[1]  # trained again
-    (kept,) = (out / experiments.STALE_DIR).iterdir()  # the old run is moved aside, not lost
+    (kept,) = (out / STALE_DIR).iterdir()  # the old run is moved aside, not lost
     assert (kept / "result.json").is_file()
-    run_dir = out / "runs" / experiments.run_name(resolve(full, overrides), 2024, overrides)
+    run_dir = out / "runs" / run_name(resolve(full, overrides), 2024, overrides)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["pretrain"]["config"]["lr"] == 0.02
     names = [row["name"] for row in table_rows("table2", collect(out, overrides), [2024], overrides)]

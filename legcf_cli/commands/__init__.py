@@ -1,0 +1,1 @@
+"""The ``legcf`` commands: short functions that resolve options and forward to the engine."""

@@ -1,0 +1,280 @@
+"""One command per stage, and ``run`` for all of them: each resolves its options into the
+engine's configs, checks them before loading the engine, forwards, and prints the result.
+
+Defaults come from :mod:`legcf_core.config`; an unset ``--lr`` or ``--batch-size`` takes
+the value tuned for the layer and backbone (:mod:`legcf_core.tuning`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from legcf_cli import engine
+from legcf_cli.options import (
+    AnchorOpt,
+    BackboneOpt,
+    BatchOpt,
+    BudgetOpt,
+    CodebookOpt,
+    DataOpt,
+    DeviceOpt,
+    DimOpt,
+    EmbeddingOpt,
+    EpochsOpt,
+    EvalEveryOpt,
+    InitOpt,
+    JsonOpt,
+    KsOpt,
+    L2Opt,
+    LayersOpt,
+    LrDecayOpt,
+    LrOpt,
+    ModelOpt,
+    NegOpt,
+    OutputOpt,
+    PatienceOpt,
+    PerEntityOpt,
+    PretrainEpochsOpt,
+    RefineEpochsOpt,
+    RefineLrDecayOpt,
+    RunDirArg,
+    SeedOpt,
+    SplitOpt,
+    TestFractionOpt,
+    UpdateOpt,
+    demo_dataset,
+    parse_ints,
+)
+from legcf_cli.output import print_mapping, print_nested, show
+from legcf_cli.reporting import open_reporter
+from legcf_core.config import PartitionConfig, PrepareConfig, PretrainConfig, RefineConfig, TrainConfig
+from legcf_core.tuning import tuned
+
+PREPARE = PrepareConfig()
+PARTITION = PartitionConfig()
+PRETRAIN = PretrainConfig()
+REFINE = RefineConfig()
+TRAIN = PRETRAIN.train
+AUTO = "auto"
+
+
+def lr_and_batch(
+    embedding: str, backbone: str, lr: float | None, batch_size: int | None
+) -> tuple[float, int]:
+    """--lr and --batch-size as given, else the values tuned for this layer and backbone."""
+    defaults = tuned(embedding, backbone)
+    return (defaults.lr if lr is None else lr, defaults.batch_size if batch_size is None else batch_size)
+
+
+def training(
+    epochs: int,
+    batch_size: int,
+    negatives: int,
+    lr: float,
+    l2: float,
+    patience: int,
+    eval_every: int,
+    lr_decay: float,
+    seed: int,
+) -> TrainConfig:
+    """The training options shared by pretrain, refine and run."""
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        negatives=negatives,
+        lr=lr,
+        l2=l2,
+        patience=patience,
+        eval_every=eval_every,
+        lr_decay=lr_decay,
+        seed=seed,
+    )
+
+
+def prepare(
+    ctx: typer.Context,
+    run_dir: RunDirArg,
+    data: DataOpt = None,
+    seed: SeedOpt = PREPARE.seed,
+    test_fraction: TestFractionOpt = PREPARE.test_fraction,
+) -> None:
+    """Read, validate and split a dataset into RUN_DIR."""
+    core = engine.stages()
+    with open_reporter(ctx) as reporter:
+        summary = core.prepare(engine.run_dir(run_dir), data or demo_dataset(), seed, test_fraction, reporter)
+    print_mapping("prepared", summary)
+
+
+def partition(
+    ctx: typer.Context,
+    run_dir: RunDirArg,
+    codebook_size: CodebookOpt = PARTITION.codebook_size,
+    per_entity: PerEntityOpt = PARTITION.per_entity,
+    anchor_weight: AnchorOpt = PARTITION.anchor_weight,
+    init: InitOpt = PARTITION.init,
+    seed: SeedOpt = PARTITION.seed,
+) -> None:
+    """Initial assignment S from a METIS (or random) partition."""
+    config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed)
+    config.check()
+    core = engine.stages()
+    with open_reporter(ctx) as reporter:
+        metrics = core.partition(engine.run_dir(run_dir), config, reporter)
+    print_mapping("partition", metrics)
+
+
+def pretrain(
+    ctx: typer.Context,
+    run_dir: RunDirArg,
+    dim: DimOpt = PRETRAIN.dim,
+    layers: LayersOpt = PRETRAIN.layers,
+    epochs: EpochsOpt = TRAIN.epochs,
+    batch_size: BatchOpt = None,
+    negatives: NegOpt = TRAIN.negatives,
+    lr: LrOpt = None,
+    l2: L2Opt = TRAIN.l2,
+    patience: PatienceOpt = TRAIN.patience,
+    eval_every: EvalEveryOpt = TRAIN.eval_every,
+    lr_decay: LrDecayOpt = TRAIN.lr_decay,
+    embedding: EmbeddingOpt = PRETRAIN.embedding,
+    backbone: BackboneOpt = PRETRAIN.backbone,
+    budget: BudgetOpt = None,
+    seed: SeedOpt = TRAIN.seed,
+    device: DeviceOpt = AUTO,
+) -> None:
+    """Learn the embedding layer (LEGCF: the codebook with S fixed; PEP: prune to the budget);
+    keep the best on validation NDCG@20."""
+    lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
+    train = training(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed)
+    config = PretrainConfig(dim, layers, train, embedding.value, backbone.value, budget)
+    config.check()
+    core = engine.stages()
+    with open_reporter(ctx) as reporter:
+        metrics = core.pretrain(engine.run_dir(run_dir), config, engine.device(device), reporter)
+    print_mapping("pretrain (best on valid)", metrics)
+
+
+def refine(
+    ctx: typer.Context,
+    run_dir: RunDirArg,
+    update_every: UpdateOpt = REFINE.update_every,
+    epochs: EpochsOpt = REFINE.train.epochs,
+    batch_size: BatchOpt = None,
+    negatives: NegOpt = REFINE.train.negatives,
+    lr: LrOpt = None,
+    l2: L2Opt = REFINE.train.l2,
+    patience: PatienceOpt = REFINE.train.patience,
+    eval_every: EvalEveryOpt = REFINE.train.eval_every,
+    lr_decay: LrDecayOpt = REFINE.train.lr_decay,
+    seed: SeedOpt = REFINE.train.seed,
+    device: DeviceOpt = AUTO,
+) -> None:
+    """LEGCF: alternate training with closed-form assignment updates every m epochs.
+    PEP: retrain the pruned table from its initial values."""
+    core = engine.stages()
+    run = engine.run_dir(run_dir)
+    lr, batch_size = lr_and_batch(*core.trained_layer(run), lr, batch_size)
+    train = training(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed)
+    config = RefineConfig(update_every, train)
+    config.check()
+    with open_reporter(ctx) as reporter:
+        metrics = core.refine(run, config, engine.device(device), reporter)
+    print_mapping("refine (best on valid)", metrics)
+
+
+def evaluate(
+    ctx: typer.Context,
+    run_dir: RunDirArg,
+    split: SplitOpt = "test",
+    k: KsOpt = "10,20",
+    model: ModelOpt = AUTO,
+    device: DeviceOpt = AUTO,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recall@K and NDCG@K with full ranking over all items."""
+    core = engine.stages()
+    with open_reporter(ctx) as reporter:
+        result = core.evaluate_run(
+            engine.run_dir(run_dir), split.value, parse_ints(k), model.value, engine.device(device), reporter
+        )
+    show(f"{result['model']} on {split.value}", result, as_json)
+
+
+def export(
+    run_dir: RunDirArg, output: OutputOpt = None, model: ModelOpt = AUTO, as_json: JsonOpt = False
+) -> None:
+    """Write one compact safetensors model file."""
+    result = engine.stages().export(engine.run_dir(run_dir), output, model.value)
+    show("exported", result, as_json)
+
+
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A run directory or an exported model file.")],
+    model: ModelOpt = AUTO,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parameters, bytes, sparsity and bucket usage of a model."""
+    summary = engine.stages().inspect_path(path, model.value)
+    if as_json:
+        show("", summary, as_json=True)
+    else:
+        print_nested(f"model ({summary['source']})", summary)
+
+
+def run(
+    ctx: typer.Context,
+    run_dir: RunDirArg,
+    data: DataOpt = None,
+    codebook_size: CodebookOpt = PARTITION.codebook_size,
+    per_entity: PerEntityOpt = PARTITION.per_entity,
+    anchor_weight: AnchorOpt = PARTITION.anchor_weight,
+    init: InitOpt = PARTITION.init,
+    dim: DimOpt = PRETRAIN.dim,
+    layers: LayersOpt = PRETRAIN.layers,
+    embedding: EmbeddingOpt = PRETRAIN.embedding,
+    backbone: BackboneOpt = PRETRAIN.backbone,
+    budget: BudgetOpt = None,
+    update_every: UpdateOpt = REFINE.update_every,
+    pretrain_epochs: PretrainEpochsOpt = TRAIN.epochs,
+    refine_epochs: RefineEpochsOpt = REFINE.train.epochs,
+    batch_size: BatchOpt = None,
+    negatives: NegOpt = TRAIN.negatives,
+    lr: LrOpt = None,
+    l2: L2Opt = TRAIN.l2,
+    patience: PatienceOpt = TRAIN.patience,
+    eval_every: EvalEveryOpt = TRAIN.eval_every,
+    lr_decay: LrDecayOpt = TRAIN.lr_decay,
+    refine_lr_decay: RefineLrDecayOpt = REFINE.train.lr_decay,
+    seed: SeedOpt = PARTITION.seed,
+    test_fraction: TestFractionOpt = PREPARE.test_fraction,
+    device: DeviceOpt = AUTO,
+    as_json: JsonOpt = False,
+) -> None:
+    """All stages in order with one config; prints test metrics and model size.
+
+    full and qr tables have no partition or refine stage; a qr or pep table
+    gets LEGCF's budget at --codebook-size and --per-entity unless --budget is given."""
+    lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
+    shared = (batch_size, negatives, lr, l2, patience, eval_every)
+    partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed)
+    pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed)
+    pretrain_config = PretrainConfig(dim, layers, pretrain_train, embedding.value, backbone.value, budget)
+    refine_config = RefineConfig(update_every, training(refine_epochs, *shared, refine_lr_decay, seed))
+    for config in (partition_config, pretrain_config, refine_config):
+        config.check()
+    core = engine.stages()
+    with open_reporter(ctx) as reporter:
+        summary = core.run_all(
+            engine.run_dir(run_dir),
+            data or demo_dataset(),
+            partition_config,
+            pretrain_config,
+            refine_config,
+            engine.device(device),
+            test_fraction,
+            reporter,
+        )
+    show("legcf run: test metrics of the kept model", summary, as_json)

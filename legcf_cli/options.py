@@ -1,0 +1,206 @@
+"""Every option of the ``legcf`` commands: its type, choices, help and default, and the
+table that names a config field by the flag that sets it.
+
+Torch-free: choices come from the registry and the comparison sets, defaults
+from :mod:`legcf_core.config`, so ``legcf --help`` never loads the engine.
+"""
+
+from __future__ import annotations
+
+import enum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from legcf_core.config import INITS, MODEL_CHOICES, SPLITS
+from legcf_core.experiments.sets import SETS
+from legcf_core.registry import BACKBONES, LAYERS
+
+
+def _choices(name: str, values: tuple[str, ...] | list[str]) -> type[enum.Enum]:
+    """A ``str`` enum whose members are ``values``: --help lists them, Click rejects others."""
+    return enum.Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
+
+
+Embedding = _choices("Embedding", list(LAYERS))
+Backbone = _choices("Backbone", list(BACKBONES))
+Init = _choices("Init", INITS)
+Split = _choices("Split", SPLITS)
+Model = _choices("Model", MODEL_CHOICES)
+SetName = _choices("SetName", list(SETS))
+
+
+def demo_dataset() -> Path:
+    """The small Gowalla subsample shipped with the package."""
+    return Path(str(resources.files("legcf_core") / "datasets" / "gowalla_mini"))
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    """``"10,20"`` as ``(10, 20)``; raises ValueError on anything else."""
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def _int_list(value: str) -> str:
+    try:
+        parse_ints(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    return value
+
+
+# Config field -> the flag that sets it, for engine errors that name fields.
+FLAG_NAMES = {
+    "data": "--data",
+    "seed": "--seed",
+    "test_fraction": "--test-fraction",
+    "codebook_size": "--codebook-size",
+    "per_entity": "--per-entity",
+    "anchor_weight": "--anchor-weight",
+    "init": "--init",
+    "dim": "--dim",
+    "layers": "--layers",
+    "embedding": "--embedding",
+    "backbone": "--backbone",
+    "budget": "--budget",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "negatives": "--negatives",
+    "lr": "--lr",
+    "l2": "--l2",
+    "patience": "--patience",
+    "eval_every": "--eval-every",
+    "lr_decay": "--lr-decay",
+    "update_every": "--update-every",
+    "split": "--split",
+    "k": "--k",
+    "ks": "--k",
+    "model": "--model",
+    "which": "--model",
+    "device": "--device",
+    "output": "--output",
+    "set": "--set",
+    "seeds": "--seeds",
+}
+# Where a command sets a field by another flag than FLAG_NAMES says.
+COMMAND_FLAG_NAMES = {
+    "run": {
+        "epochs": "--pretrain-epochs or --refine-epochs",
+        "lr_decay": "--lr-decay or --refine-lr-decay",
+    },
+}
+
+
+def flag_names(command: str | None) -> dict[str, str]:
+    """The field -> flag table of one command."""
+    return {**FLAG_NAMES, **COMMAND_FLAG_NAMES.get(command or "", {})}
+
+
+# ----------------------------------------------------------------- data
+
+RunDirArg = Annotated[Path, typer.Argument(help="Run directory holding the stages' artifacts.")]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Dataset: a directory with train/test files, or one CSV/TSV. Default: the shipped demo.",
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for splits, sampling and initialization.")]
+TestFractionOpt = Annotated[
+    float, typer.Option("--test-fraction", help="Per-user test share when --data is a single file.")
+]
+
+# ------------------------------------------------------------ partition
+
+CodebookOpt = Annotated[int, typer.Option("--codebook-size", "-c", help="c: number of meta-embeddings.")]
+PerEntityOpt = Annotated[int, typer.Option("--per-entity", "-t", help="t: meta-embeddings per entity.")]
+AnchorOpt = Annotated[float, typer.Option("--anchor-weight", help="w*: initial weight of the anchor.")]
+InitOpt = Annotated[Init, typer.Option("--init", help="Initial anchors: a METIS or a random partition.")]
+
+# ---------------------------------------------------------------- model
+
+DimOpt = Annotated[int, typer.Option("--dim", "-d", help="d: embedding dimension.")]
+LayersOpt = Annotated[int, typer.Option("--layers", "-L", help="L: GNN layers.")]
+EmbeddingOpt = Annotated[
+    Embedding,
+    typer.Option(
+        "--embedding",
+        help="Embedding layer: " + "; ".join(f"{e.name}: {e.summary}" for e in LAYERS.values()) + ".",
+    ),
+]
+BackboneOpt = Annotated[
+    Backbone,
+    typer.Option(
+        "--backbone", help="GNN: " + "; ".join(f"{e.name}: {e.summary}" for e in BACKBONES.values()) + "."
+    ),
+]
+BudgetOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--budget",
+        help="Parameters a qr or pep table may store. Default: what LEGCF stores at this run's c and t.",
+    ),
+]
+UpdateOpt = Annotated[int, typer.Option("--update-every", "-m", help="m: epochs between assignment updates.")]
+
+# ------------------------------------------------------------- training
+
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Maximum number of epochs.")]
+BatchOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        help="Training positives per batch (16,384 on LightGCN for legcf and full, tuned; 65,536 otherwise).",
+    ),
+]
+NegOpt = Annotated[int, typer.Option("--negatives", help="Sampled negatives per positive.")]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lr",
+        help="Adam learning rate, matched to --batch-size (LEGCF on LightGCN 0.1, "
+        "other layers on LightGCN 0.05, NGCF and LR-GCCF 0.005).",
+    ),
+]
+L2Opt = Annotated[float, typer.Option("--l2", help="lambda: L2 penalty on layer-0 embeddings.")]
+PatienceOpt = Annotated[
+    int, typer.Option("--patience", help="Stop after this many evaluations without improvement.")
+]
+EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Epochs between validation runs.")]
+LrDecayOpt = Annotated[
+    float,
+    typer.Option("--lr-decay", help="Multiply the learning rate by this after a validation without gain."),
+]
+PretrainEpochsOpt = Annotated[int, typer.Option("--pretrain-epochs", help="Maximum pretrain epochs.")]
+RefineEpochsOpt = Annotated[int, typer.Option("--refine-epochs", help="Maximum refine epochs.")]
+RefineLrDecayOpt = Annotated[
+    float,
+    typer.Option("--refine-lr-decay", help="--lr-decay for the refine stage (default: constant lr)."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+
+# --------------------------------------------------------------- output
+
+SplitOpt = Annotated[Split, typer.Option("--split", help="Which held-out interactions to score.")]
+KsOpt = Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.", callback=_int_list)]
+ModelOpt = Annotated[
+    Model, typer.Option("--model", help="Which trained model: auto (refine if present), pretrain or refine.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Model file (default RUN_DIR/model.safetensors).")
+]
+
+# -------------------------------------------------------------- compare
+
+OutDirArg = Annotated[Path, typer.Argument(help="Output directory: runs/, <set>.md, .json and .png.")]
+SetsOpt = Annotated[
+    list[SetName],
+    typer.Option("--set", metavar="NAME", help=f"Named configuration set, repeatable: {', '.join(SETS)}."),
+]
+SeedsOpt = Annotated[
+    str,
+    typer.Option("--seeds", help="Seeds, comma-separated; results are averaged.", callback=_int_list),
+]
