@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from legcf_cli.boundary import LegcfGroup
-from legcf_cli.commands import compare, stages
+from legcf_cli.commands import compare, serving, stages
 from legcf_cli.reporting import Settings, configure_logging
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ for command in (
     stages.export,
     stages.inspect,
     stages.run,
+    serving.recommend,
     compare.compare,
 ):
     app.command()(command)

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from legcf_core.config import INITS, MODEL_CHOICES, SPLITS
+from legcf_core.config import DTYPES, INITS, MODEL_CHOICES, SPLITS
 from legcf_core.experiments.sets import SETS
 from legcf_core.registry import BACKBONES, LAYERS
 
@@ -190,8 +190,40 @@ ModelOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OutputOpt = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Model file (default RUN_DIR/model.safetensors).")
+    Path | None,
+    typer.Option(
+        "--output", "-o", help="Model file (default RUN_DIR/model.safetensors, or model.compact.safetensors)."
+    ),
 ]
+Dtype = _choices("Dtype", DTYPES)
+CompactOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compact", help="The serving form: c propagated meta-embeddings and t weights an entity (LEGCF)."
+    ),
+]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Precision of a compact file's real numbers.")]
+SeenOpt = Annotated[
+    bool,
+    typer.Option(
+        "--seen/--no-seen",
+        help="Keep the training interactions in a compact file, so recommendations leave them out.",
+    ),
+]
+ModelFileArg = Annotated[
+    Path, typer.Argument(help="An exported model file (exact or compact) or a run directory.")
+]
+UserOpt = Annotated[list[int] | None, typer.Option("--user", help="A user id of the dataset; repeatable.")]
+UsersFileOpt = Annotated[Path | None, typer.Option("--users", help="A file of user ids, one a line.")]
+ItemsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--items",
+        help="Items a new user had, comma-separated ids: recommend for them (fold-in).",
+        callback=lambda value: value if value is None else _int_list(value),
+    ),
+]
+TopKOpt = Annotated[int, typer.Option("--k", help="Items to recommend.", min=1)]
 
 # -------------------------------------------------------------- compare
 

@@ -21,9 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from legcf_core.config import DTYPES
 from legcf_core.errors import ConfigError
-
-DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass

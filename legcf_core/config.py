@@ -18,6 +18,7 @@ SPLITS = ("valid", "test")
 MODEL_CHOICES = ("auto", "pretrain", "refine")  # which trained model a command reads
 VALIDATION_METRIC = "ndcg@20"
 DEFAULT_KS = (10, 20)
+DTYPES = ("float32", "float16", "bfloat16")  # precisions of a compact model file
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ from legcf_cli.options import (
     BatchOpt,
     BudgetOpt,
     CodebookOpt,
+    CompactOpt,
     DataOpt,
     DeviceOpt,
     DimOpt,
+    DtypeOpt,
     EmbeddingOpt,
     EpochsOpt,
     EvalEveryOpt,
@@ -42,6 +44,7 @@ from legcf_cli.options import (
     RefineLrDecayOpt,
     RunDirArg,
     SeedOpt,
+    SeenOpt,
     SplitOpt,
     TestFractionOpt,
     UpdateOpt,
@@ -204,10 +207,27 @@ def evaluate(
 
 
 def export(
-    run_dir: RunDirArg, output: OutputOpt = None, model: ModelOpt = AUTO, as_json: JsonOpt = False
+    run_dir: RunDirArg,
+    output: OutputOpt = None,
+    model: ModelOpt = AUTO,
+    compact: CompactOpt = False,
+    dtype: DtypeOpt = "float32",
+    seen: SeenOpt = True,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Write one compact safetensors model file."""
-    result = engine.stages().export(engine.run_dir(run_dir), output, model.value)
+    """Write a self-contained model file: exact (the layer, backbone weights and graph), or
+    --compact, the serving form (meta-embeddings and t weights an entity)."""
+    if not compact and (dtype != "float32" or not seen):
+        raise typer.BadParameter("--dtype and --no-seen apply to --compact only", param_hint="--compact")
+    if compact:
+        from legcf_core.stages.export_compact import export_compact
+
+        engine.stages()
+        result = export_compact(
+            engine.run_dir(run_dir), output, model.value, getattr(dtype, "value", dtype), seen
+        )
+    else:
+        result = engine.stages().export(engine.run_dir(run_dir), output, model.value)
     show("exported", result, as_json)
 
 

@@ -1,0 +1,62 @@
+"""Using a trained model: ``recommend`` from an exported file (exact or compact) or a run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from legcf_cli.options import ItemsOpt, JsonOpt, ModelFileArg, TopKOpt, UserOpt, UsersFileOpt, parse_ints
+from legcf_core.errors import ConfigError
+
+
+def read_user_file(path: Path) -> list[int]:
+    """One user id a line; blank lines are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as exc:
+        raise ConfigError("users", f"file {path} cannot be read ({exc.strerror})") from None
+    try:
+        return [int(line) for line in lines if line.strip()]
+    except ValueError:
+        raise ConfigError("users", f"file {path} must hold one integer user id a line") from None
+
+
+def recommend(
+    model: ModelFileArg,
+    user: UserOpt = None,
+    users: UsersFileOpt = None,
+    items: ItemsOpt = None,
+    k: TopKOpt = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Top-K items for known users (--user, --users) or for a new user from their items (--items).
+
+    Ids are the dataset's own; items a user already had are left out."""
+    asked = list(user or []) + (read_user_file(users) if users is not None else [])
+    if not asked and items is None:
+        raise typer.BadParameter("name users with --user or --users, or a new user's items with --items")
+    import legcf_core
+    from legcf_core.runtime import keep_freed_memory
+
+    keep_freed_memory()
+    served = legcf_core.load(model)
+    answers = []
+    if asked:
+        top, scores = served.recommend(asked, k=k)
+        answers += [(u, t, s) for u, t, s in zip(asked, top, scores, strict=True)]
+    if items is not None:
+        top, scores = served.recommend_for_items(list(parse_ints(items)), k=k)
+        answers.append(("new", top, scores))
+    for who, top, scores in answers:
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {"user": who, "items": top.tolist(), "scores": [round(float(v), 6) for v in scores]}
+                )
+            )
+        else:
+            typer.echo(
+                f"{who}\t" + " ".join(f"{i}:{v:.4f}" for i, v in zip(top.tolist(), scores, strict=True))
+            )
