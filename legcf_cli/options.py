@@ -202,6 +202,12 @@ CompactOpt = Annotated[
         "--compact", help="The serving form: c propagated meta-embeddings and t weights an entity (LEGCF)."
     ),
 ]
+CodesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--codes", min=1, help="Meta-embeddings an entity in a compact file (default: the model's t)."
+    ),
+]
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Precision of a compact file's real numbers.")]
 SeenOpt = Annotated[
     bool,

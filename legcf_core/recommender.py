@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from legcf_core.assignment import clip_and_normalize, pseudo_inverse
+from legcf_core.compact import fit_codes
 from legcf_core.errors import ConfigError
 
 
@@ -95,9 +95,9 @@ class Recommender:
 
         LightGCN's propagation seen from the new node: sum_i h_i / sqrt(d_i)
         (the 1/sqrt(d_u) and layer weights only scale the row, which ranking
-        ignores). With an assignment, the row is then placed the way refine
-        places every entity: s = top-t(h pinv(H_meta)), clipped, rows summing
-        to 1, and the user is s H_meta.
+        ignores). With meta rows (a compact model), the row is then written the
+        way the compact form writes every entity: t meta rows with
+        least-squares weights.
         """
         if len(items) == 0:
             raise ConfigError("items", "must name at least one item the new user interacted with")
@@ -140,9 +140,8 @@ class Recommender:
 
 
 def assign_rows(h: torch.Tensor, meta_rows: torch.Tensor, per_entity: int) -> torch.Tensor:
-    """Rows s H_meta with s = top-t(h pinv(H_meta)), clipped at 0 and summing to 1 (Eq. 10-16)."""
-    values, columns = torch.topk(h @ pseudo_inverse(meta_rows), per_entity, dim=1)
-    weights, empty = clip_and_normalize(values.float().cpu().numpy())
-    weights[empty] = 1.0 / per_entity  # no positive weight: an even mix of the t nearest
-    mixed = torch.from_numpy(weights).to(meta_rows.device)[:, :, None] * meta_rows[columns]
+    """Rows w H_meta[columns] fitted to ``h``: ``per_entity`` meta rows a row, least-squares weights
+    (:func:`legcf_core.compact.fit_codes`, the fit the compact form gives every entity)."""
+    columns, weights = fit_codes(h.cpu(), meta_rows.cpu(), per_entity)
+    mixed = torch.from_numpy(weights).to(meta_rows.device)[:, :, None] * meta_rows[torch.from_numpy(columns)]
     return mixed.sum(1)

@@ -19,6 +19,7 @@ from legcf_cli.options import (
     BatchOpt,
     BudgetOpt,
     CodebookOpt,
+    CodesOpt,
     CompactOpt,
     DataOpt,
     DeviceOpt,
@@ -213,12 +214,15 @@ def export(
     compact: CompactOpt = False,
     dtype: DtypeOpt = "float32",
     seen: SeenOpt = True,
+    codes: CodesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a self-contained model file: exact (the layer, backbone weights and graph), or
     --compact, the serving form (meta-embeddings and t weights an entity)."""
-    if not compact and (dtype != "float32" or not seen):
-        raise typer.BadParameter("--dtype and --no-seen apply to --compact only", param_hint="--compact")
+    if not compact and (dtype != "float32" or not seen or codes is not None):
+        raise typer.BadParameter(
+            "--dtype, --no-seen and --codes apply to --compact only", param_hint="--compact"
+        )
     if compact:
         from legcf_core.stages.export_compact import export_compact
 

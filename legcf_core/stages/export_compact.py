@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.compact import compact_form, form_arrays, form_from_arrays, index_dtype, rows_sum_to_one
+from legcf_core.compact import compact_form, form_arrays, form_from_arrays, index_dtype
 from legcf_core.errors import ArtifactError, ConfigError
 from legcf_core.model import node_outputs
 from legcf_core.recommender import FoldIn, Recommender
@@ -49,23 +49,16 @@ def export_compact(
     which: str = "auto",
     dtype: str = "float32",
     keep_seen: bool = True,
+    codes: int | None = None,
 ) -> dict[str, Any]:
-    """Write the compact serving form; returns what it holds and its size."""
+    """Write the compact serving form; returns what it holds and its size. ``codes``: meta rows
+    an entity (default: the model's t), for a layer with an assignment."""
     data = load_data(run)
     chosen = load_model(run, which, data.n_entities)
-    model, layer = chosen.model, chosen.model.layer
-    assignment = layer.assignment
-    if assignment is not None and not rows_sum_to_one(_row_sums(assignment)):
-        raise ConfigError("model", "has an assignment whose rows do not sum to 1; it has no compact form")
-    form = compact_form(
-        node_outputs(model, data.train, data.n_users, CPU),
-        data.n_entities,
-        assignment,
-        getattr(layer, "per_entity", 0),
-    )
-    tensors = {**form_arrays(form, dtype), **seen_arrays(data.train, keep_seen)}
-    for prefix, ids in (("user", data.user_ids), ("item", data.item_ids)):
-        tensors.update({f"{prefix}_{k}": v for k, v in narrow_ids(ids).items()})
+    model = chosen.model
+    codes = resolve_codes(model.layer.assignment, codes)
+    form = compact_form(node_outputs(model, data.train, data.n_users, CPU), data.n_entities, codes)
+    tensors = compact_tensors(form, data, dtype, keep_seen)
     stored = sum(int(v.size) for k, v in tensors.items() if k in ("meta_rows", "columns", "weights", "rows"))
     meta = art.header(
         "compact",
@@ -77,6 +70,7 @@ def export_compact(
         backbone=model.backbone_name,
         dtype=dtype,
         seen=int(keep_seen),
+        codes=codes or 0,
         params=stored,
     )
     output = Path(output) if output is not None else run.file(COMPACT_FILE)
@@ -87,25 +81,34 @@ def export_compact(
         "form": "compact",
         "dtype": dtype,
         "seen": keep_seen,
+        "codes": codes,
         "params": stored,
         "embedding": model.embedding,
         "model": chosen.source,
     }
-    run.record(
-        "export_compact",
-        {
-            "inputs": run.inputs(art.DATA_FILE),
-            "outputs": {},
-            "file": str(output),
-            "sha256": digest,
-            "metrics": result,
-        },
-    )
+    entry = {"inputs": run.inputs(art.DATA_FILE), "outputs": {}, "file": str(output), "sha256": digest}
+    run.record("export_compact", {**entry, "metrics": result})
     return result
 
 
-def _row_sums(assignment: sp.csr_matrix) -> np.ndarray:
-    return np.asarray(assignment.sum(axis=1)).reshape(-1, 1)
+def resolve_codes(assignment: sp.csr_matrix | None, codes: int | None) -> int | None:
+    """Meta rows an entity in the compact form: none without an assignment, else ``codes``
+    (default: the most nonzeros a row of S has, t)."""
+    if assignment is None:
+        return None
+    if codes is None:
+        return int(np.diff(assignment.indptr).max(initial=1))
+    if not 1 <= codes <= assignment.shape[1]:
+        raise ConfigError("codes", f"must lie in 1..{assignment.shape[1]} (c), got {codes}")
+    return codes
+
+
+def compact_tensors(form: Any, data: Any, dtype: str, keep_seen: bool) -> dict[str, np.ndarray]:
+    """The serving form, the seen items (or item degrees) and any ids that are not 0..n-1."""
+    tensors = {**form_arrays(form, dtype), **seen_arrays(data.train, keep_seen)}
+    for prefix, ids in (("user", data.user_ids), ("item", data.item_ids)):
+        tensors.update({f"{prefix}_{k}": v for k, v in narrow_ids(ids).items()})
+    return tensors
 
 
 def load_compact(path: Path, device: torch.device = CPU) -> Recommender:
