@@ -228,7 +228,7 @@ def export(
 
         engine.stages()
         result = export_compact(
-            engine.run_dir(run_dir), output, model.value, getattr(dtype, "value", dtype), seen
+            engine.run_dir(run_dir), output, model.value, getattr(dtype, "value", dtype), seen, codes
         )
     else:
         result = engine.stages().export(engine.run_dir(run_dir), output, model.value)
