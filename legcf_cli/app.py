@@ -37,6 +37,7 @@ for command in (
     compare.compare,
 ):
     app.command()(command)
+app.command("fold-in")(serving.fold_in)
 
 
 def version() -> str:

@@ -64,6 +64,12 @@ class Recommender:
     def n_items(self) -> int:
         return int(self.item_rows.shape[0])
 
+    def item_degrees(self) -> np.ndarray:
+        """Training interactions of each item (what placing a new user weighs items by)."""
+        if self._fold_in is None:
+            raise ConfigError("items", "this model keeps no item degrees, so it cannot place new users")
+        return np.asarray(self._fold_in.item_degrees)
+
     def embeddings(self) -> torch.Tensor:
         """Propagated rows of all users, then all items."""
         return torch.cat([self.user_rows, self.item_rows])

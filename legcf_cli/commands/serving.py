@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from legcf_cli.options import ItemsOpt, JsonOpt, ModelFileArg, TopKOpt, UserOpt, UsersFileOpt, parse_ints
+from legcf_cli.output import show
 from legcf_core.errors import ConfigError
 
 
@@ -60,3 +62,17 @@ def recommend(
             typer.echo(
                 f"{who}\t" + " ".join(f"{i}:{v:.4f}" for i, v in zip(top.tolist(), scores, strict=True))
             )
+
+
+def fold_in(
+    model: Annotated[Path, typer.Argument(help="A compact model file (legcf export --compact).")],
+    interactions: Annotated[
+        Path, typer.Argument(help="New user,item pairs: a CSV/TSV or LightGCN text file.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The compact model file to write.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Add new users, and the new items they bring, to a compact model without training."""
+    from legcf_core.stages.fold_in import fold_in as run_fold_in
+
+    show("folded in", run_fold_in(model, interactions, output), as_json)

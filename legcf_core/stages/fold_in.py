@@ -1,0 +1,97 @@
+"""``legcf fold-in``: a compact model file plus new interactions in, a compact model file out.
+
+New users (and the new items they bring) are placed by :mod:`legcf_core.foldin`;
+everything the model already had is copied unchanged. Pairs of users the model
+already has are skipped and counted. Nothing is trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from legcf_core import artifacts as art
+from legcf_core.compact import CompactForm, fit_codes, form_arrays, form_from_arrays, index_dtype
+from legcf_core.data import read_file
+from legcf_core.errors import ArtifactError
+from legcf_core.foldin import NewInteractions, fold_in_rows, split_new
+from legcf_core.stages.export_compact import load_compact
+
+
+def fold_in(model_path: Path, interactions_path: Path, output: Path) -> dict[str, Any]:
+    """Add the new users and items of ``interactions_path`` to the compact model at ``model_path``."""
+    if art.read_metadata(Path(model_path)).get("kind") != "compact":
+        raise ArtifactError(
+            f"{model_path} is not a compact model; fold-in adds to what 'legcf export --compact' writes"
+        )
+    tensors, meta = art.read_tensors(Path(model_path), kind="compact")
+    served = load_compact(Path(model_path))
+    users, items = read_file(Path(interactions_path))
+    pairs = np.unique(np.stack([users, items], axis=1), axis=0) if users.size else np.zeros((0, 2), np.int64)
+    degrees = served.item_degrees()
+    new = split_new(pairs[:, 0], pairs[:, 1], served.user_ids, served.item_ids)
+    user_rows, item_rows = fold_in_rows(served.user_rows, served.item_rows, degrees, new)
+    form = form_from_arrays(tensors, meta["dtype"])
+    out = {
+        **form_arrays(extended_form(form, served.n_users, user_rows, item_rows), meta["dtype"]),
+        **extended_interactions(tensors, served, new),
+        "user_ids": _narrow(np.concatenate([served.user_ids, new.users])),
+        "item_ids": _narrow(np.concatenate([served.item_ids, new.items])),
+    }
+    n_users, n_items = served.n_users + new.users.size, served.n_items + new.items.size
+    header = {**meta, "n_users": str(n_users), "n_items": str(n_items)}
+    header["folded_users"] = str(int(meta.get("folded_users", 0)) + new.users.size)
+    header["folded_items"] = str(int(meta.get("folded_items", 0)) + new.items.size)
+    art.write_tensors(Path(output), out, header)
+    return {
+        "path": str(output),
+        "bytes": Path(output).stat().st_size,
+        "new_users": int(new.users.size),
+        "new_items": int(new.items.size),
+        "pairs_skipped": new.skipped,
+        "users": n_users,
+        "items": n_items,
+    }
+
+
+def extended_form(form: CompactForm, n_users: int, users: torch.Tensor, items: torch.Tensor) -> CompactForm:
+    """The form with the new users after the known users and the new items after the known items."""
+    if form.rows is not None:
+        rows = np.concatenate([form.rows[:n_users], users.numpy(), form.rows[n_users:], items.numpy()])
+        return CompactForm(None, None, None, rows)
+    meta, codes = torch.from_numpy(form.meta_rows), form.columns.shape[1]
+    parts = [fit_codes(rows, meta, codes) for rows in (users, items)]
+    columns = np.concatenate([form.columns[:n_users], parts[0][0], form.columns[n_users:], parts[1][0]])
+    weights = np.concatenate([form.weights[:n_users], parts[0][1], form.weights[n_users:], parts[1][1]])
+    return CompactForm(form.meta_rows, columns, weights, None)
+
+
+def extended_interactions(
+    tensors: dict[str, np.ndarray], served: Any, new: NewInteractions
+) -> dict[str, np.ndarray]:
+    """The seen items with the new users' rows appended, or the item degrees with theirs counted."""
+    n_items = served.n_items + new.items.size
+    if served.seen is None:
+        degrees = np.concatenate([served.item_degrees(), np.zeros(new.items.size)]).astype(np.int64)
+        degrees += np.bincount(new.item_columns, minlength=n_items)
+        return {"item_degrees": degrees.astype(index_dtype(int(degrees.max(initial=0))))}
+    added = sp.csr_matrix(
+        (np.ones(new.item_columns.size, np.float32), (new.user_rows, new.item_columns)),
+        shape=(new.users.size, n_items),
+    )
+    old = sp.csr_matrix(served.seen, shape=(served.n_users, served.n_items))
+    old.resize((served.n_users, n_items))
+    seen = sp.vstack([old, added]).tocsr()
+    seen.sort_indices()
+    return {
+        "seen.indptr": seen.indptr.astype(index_dtype(seen.nnz)),
+        "seen.indices": seen.indices.astype(index_dtype(n_items - 1)),
+    }
+
+
+def _narrow(ids: np.ndarray) -> np.ndarray:
+    return ids.astype(index_dtype(int(ids.max(initial=0)))) if ids.min(initial=0) >= 0 else ids
