@@ -76,19 +76,11 @@ class Recommender:
 
     def user_indices(self, users: Sequence[int]) -> np.ndarray:
         """Internal indices of raw user ids; an unknown id is a clear error."""
-        missing = [u for u in users if int(u) not in self._user_index]
-        if missing:
-            shown = ", ".join(str(u) for u in missing[:5])
-            raise ConfigError("user", f"ids not in the model: {shown}{' ...' if len(missing) > 5 else ''}")
-        return np.asarray([self._user_index[int(u)] for u in users], dtype=np.int64)
+        return _indices("user", self._user_index, users)
 
     def item_indices(self, items: Sequence[int]) -> np.ndarray:
         """Internal indices of raw item ids; an unknown id is a clear error."""
-        missing = [i for i in items if int(i) not in self._item_index]
-        if missing:
-            shown = ", ".join(str(i) for i in missing[:5])
-            raise ConfigError("item", f"ids not in the model: {shown}{' ...' if len(missing) > 5 else ''}")
-        return np.asarray([self._item_index[int(i)] for i in items], dtype=np.int64)
+        return _indices("item", self._item_index, items)
 
     def score(self, users: Sequence[int], items: Sequence[int]) -> np.ndarray:
         """Scores of every (user, item) pair of the two raw-id lists, users x items."""
@@ -143,6 +135,14 @@ class Recommender:
             ] = -torch.inf
         top = torch.topk(scores, min(k, self.n_items), dim=1)
         return self.item_ids[top.indices.cpu().numpy()], top.values.cpu().numpy()
+
+
+def _indices(kind: str, index: dict[int, int], ids: Sequence[int]) -> np.ndarray:
+    missing = [raw for raw in ids if int(raw) not in index]
+    if missing:
+        shown = ", ".join(str(raw) for raw in missing[:5])
+        raise ConfigError(kind, f"ids not in the model: {shown}{' ...' if len(missing) > 5 else ''}")
+    return np.asarray([index[int(raw)] for raw in ids], dtype=np.int64)
 
 
 def assign_rows(h: torch.Tensor, meta_rows: torch.Tensor, per_entity: int) -> torch.Tensor:
