@@ -240,7 +240,7 @@ def inspect(
     model: ModelOpt = AUTO,
     as_json: JsonOpt = False,
 ) -> None:
-    """Parameters, bytes, sparsity and bucket usage of a model."""
+    """Parameters, bytes, sparsity and meta-embedding usage of a model."""
     summary = engine.stages().inspect_path(path, model.value)
     if as_json:
         show("", summary, as_json=True)
