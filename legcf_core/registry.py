@@ -43,6 +43,13 @@ LAYERS: dict[str, Entry] = {
         Entry("full", "full table", "legcf_core.layers.full:FullLayer", "s", "one free row per entity"),
         Entry("qr", "QR", "legcf_core.layers.qr:QRLayer", "^", "quotient-remainder compositional rows"),
         Entry("pep", "PEP", "legcf_core.layers.pep:PEPLayer", "D", "learned soft-threshold pruning"),
+        Entry(
+            "tt",
+            "TT-Rec",
+            "legcf_core.layers.tt:TTLayer",
+            "v",
+            "three tensor-train cores at the rank the budget allows",
+        ),
     )
 }
 
