@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import assert_clean_error, copy_run, invoke, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -201,3 +202,13 @@ def test_numpy_arrays_from_a_file_are_accepted():
     layer = small_layer()
     arrays = {k: np.asarray(v, dtype=np.float32) for k, v in layer.arrays().items()}
     assert torch.equal(TTLayer.from_arrays(arrays, layer.header(), 50)(), layer())
+
+
+def test_a_too_small_budget_is_a_clean_cli_error_that_changes_nothing(tmp_path, prepared_run):
+    run_dir = copy_run(prepared_run, tmp_path / "run")
+    before = snapshot(run_dir)
+    result = invoke(
+        "pretrain", run_dir, "--embedding", "tt", "--budget", "30", "--dim", "16", "--device", "cpu"
+    )
+    assert_clean_error(result, "--budget", "rank 1")
+    assert snapshot(run_dir) == before
