@@ -140,7 +140,9 @@ BudgetOpt = Annotated[
     int | None,
     typer.Option(
         "--budget",
-        help="Parameters a qr or pep table may store. Default: what LEGCF stores at this run's c and t.",
+        help="Parameters a layer sized by budget ("
+        + ", ".join(e.name for e in LAYERS.values() if e.sized_by_budget)
+        + ") may store; a full table takes the widest d that fits. Default: what LEGCF stores at c and t.",
     ),
 ]
 UpdateOpt = Annotated[int, typer.Option("--update-every", "-m", help="m: epochs between assignment updates.")]

@@ -60,6 +60,14 @@ LAYERS: dict[str, Entry] = {
             "learned soft-threshold pruning",
             sized_by_budget=True,
         ),
+        Entry(
+            "tt",
+            "TT-Rec",
+            "legcf_core.layers.tt:TTLayer",
+            "v",
+            "three tensor-train cores at the rank the budget allows",
+            sized_by_budget=True,
+        ),
     )
 }
 

@@ -279,8 +279,9 @@ def run(
 ) -> None:
     """All stages in order with one config; prints test metrics and model size.
 
-    full and qr tables have no partition or refine stage; a qr or pep table
-    gets LEGCF's budget at --codebook-size and --per-entity unless --budget is given."""
+    Each layer runs the stages it has (only LEGCF partitions; LEGCF and PEP refine); a
+    layer sized by budget gets LEGCF's at --codebook-size and --per-entity unless --budget
+    is given."""
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
     shared = (batch_size, negatives, lr, l2, patience, eval_every)
     partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed)
