@@ -230,6 +230,8 @@ ItemsOpt = Annotated[
     ),
 ]
 TopKOpt = Annotated[int, typer.Option("--k", help="Items to recommend.", min=1)]
+HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")]
+PortOpt = Annotated[int, typer.Option("--port", help="TCP port to listen on.", min=1, max=65535)]
 
 # -------------------------------------------------------------- compare
 
