@@ -59,13 +59,19 @@ class NewUser(BaseModel):
     k: int = Field(20, ge=1, description="Items to recommend (at most the catalogue's size).")
 
 
+ITEMS = Field(description="Item ids, best first.")
+SCORES = Field(description="Their scores h_u . h_i, in the same order.")
+
+
 class Recommendations(BaseModel):
-    items: list[int] = Field(description="Item ids, best first.")
-    scores: list[float] = Field(description="Their scores h_u . h_i, in the same order.")
+    items: list[int] = ITEMS
+    scores: list[float] = SCORES
 
 
-class UserRecommendations(Recommendations):
+class UserRecommendations(BaseModel):
     user: int
+    items: list[int] = ITEMS
+    scores: list[float] = SCORES
 
 
 def model_info(path: Path, served: Any) -> ModelInfo:
