@@ -188,6 +188,15 @@ KsOpt = Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.", ca
 ModelOpt = Annotated[
     Model, typer.Option("--model", help="Which trained model: auto (refine if present), pretrain or refine.")
 ]
+PlotDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--plot",
+        metavar="DIR",
+        help="Write PNGs into DIR: training curves, and for LEGCF entities per meta-embedding, "
+        "the weights in S and a 2-D projection of the embeddings. Needs a run directory.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OutputOpt = Annotated[
     Path | None,
