@@ -14,6 +14,8 @@ input answers with a JSON ``detail`` and one of two codes:
   (``detail``: FastAPI's list of field errors), or any other setting the
   engine refuses (``detail``: its message).
 
+The handlers are ``async``: they score on the event loop, one request at a
+time, with no hop to a worker thread.
 This module imports FastAPI at the top: only ``legcf serve`` imports it.
 """
 
