@@ -34,6 +34,7 @@ for command in (
     stages.inspect,
     stages.run,
     serving.recommend,
+    serving.serve,
     compare.compare,
 ):
     app.command()(command)

@@ -190,6 +190,15 @@ KsOpt = Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.", ca
 ModelOpt = Annotated[
     Model, typer.Option("--model", help="Which trained model: auto (refine if present), pretrain or refine.")
 ]
+PlotDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--plot",
+        metavar="DIR",
+        help="Write PNGs into DIR: training curves, and for LEGCF entities per meta-embedding, "
+        "the weights in S and a 2-D projection of the embeddings. Needs a run directory.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 OutputOpt = Annotated[
     Path | None,
@@ -232,6 +241,8 @@ ItemsOpt = Annotated[
     ),
 ]
 TopKOpt = Annotated[int, typer.Option("--k", help="Items to recommend.", min=1)]
+HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")]
+PortOpt = Annotated[int, typer.Option("--port", help="TCP port to listen on.", min=1, max=65535)]
 
 # -------------------------------------------------------------- compare
 

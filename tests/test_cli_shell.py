@@ -23,7 +23,16 @@ from legcf_core.errors import ConfigError, DataError
 from legcf_core.experiments.sets import SETS
 from legcf_core.registry import BACKBONES, LAYERS
 
-HEAVY = ("torch", "numpy", "scipy", "matplotlib", "legcf_core.stages", "legcf_core.experiments.runner")
+HEAVY = (
+    "torch",
+    "numpy",
+    "scipy",
+    "matplotlib",
+    "fastapi",
+    "uvicorn",
+    "legcf_core.stages",
+    "legcf_core.experiments.runner",
+)
 TINY_RUN = ["-c", "30", "--dim", "16", "--layers", "2", "--batch-size", "4096", "--device", "cpu"]
 
 
@@ -93,11 +102,12 @@ def test_version():
 
 
 def test_help_loads_no_engine():
-    """--help, a command's --help and a parse error answer without torch or numpy."""
+    """--help, a command's --help and a parse error answer without torch, numpy or the serving stack."""
     probe = (
         "import sys\n"
         "from legcf_cli.app import main\n"
-        "for argv in (['--help'], ['pretrain', '--help'], ['partition', 'x', '--init', 'kmeans']):\n"
+        "for argv in (['--help'], ['pretrain', '--help'], ['serve', '--help'], ['inspect', '--help'],\n"
+        "             ['partition', 'x', '--init', 'kmeans']):\n"
         "    sys.argv = ['legcf', *argv]\n"
         "    try:\n"
         "        main()\n"

@@ -1,4 +1,5 @@
-"""Using a trained model: ``recommend`` from an exported file (exact or compact) or a run directory."""
+"""Using a trained model: ``recommend`` from an exported file (exact or compact) or a run directory,
+``fold-in`` of new users, and ``serve`` over HTTP (the optional ``serve`` extra)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,20 @@ from typing import Annotated
 
 import typer
 
-from legcf_cli.options import ItemsOpt, JsonOpt, ModelFileArg, TopKOpt, UserOpt, UsersFileOpt, parse_ints
+from legcf_cli.options import (
+    HostOpt,
+    ItemsOpt,
+    JsonOpt,
+    ModelFileArg,
+    PortOpt,
+    TopKOpt,
+    UserOpt,
+    UsersFileOpt,
+    parse_ints,
+)
 from legcf_cli.output import show
-from legcf_core.errors import ConfigError
+from legcf_cli.reporting import Settings
+from legcf_core.errors import ConfigError, LegcfError
 
 
 def read_user_file(path: Path) -> list[int]:
@@ -76,3 +88,40 @@ def fold_in(
     from legcf_core.stages.fold_in import fold_in as run_fold_in
 
     show("folded in", run_fold_in(model, interactions, output), as_json)
+
+
+def serve(
+    ctx: typer.Context,
+    model: ModelFileArg,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+) -> None:
+    """Serve top-K recommendations over HTTP: GET /recommend?user=ID&k=20, POST /recommend
+    with {"items": [...], "k": 20} for a new user, GET /health.
+
+    Needs the serve extra: pip install 'legcf\\[serve]'. The model is loaded once, before
+    the server listens. Requests are logged with -v; Ctrl-C stops the server."""
+    try:
+        import uvicorn
+
+        from legcf_cli.serve import create_app, model_info
+    except ImportError as exc:
+        missing = exc.name or "fastapi or uvicorn"
+        raise LegcfError(
+            f"legcf serve needs the serve extra ({missing} is not installed): pip install 'legcf[serve]'"
+        ) from None
+    import legcf_core
+    from legcf_core.runtime import keep_freed_memory
+
+    keep_freed_memory()
+    served = legcf_core.load(model)
+    info = model_info(model, served)
+    settings = ctx.find_object(Settings) or Settings()
+    if not settings.quiet:
+        typer.echo(
+            f"serving {model} ({info.form}, {info.embedding}: {info.users:,} users, {info.items:,} items)"
+            f" on http://{host}:{port}",
+            err=True,
+        )
+    level = "debug" if settings.verbose else "warning" if settings.quiet else "info"
+    uvicorn.run(create_app(served, info), host=host, port=port, log_level=level, access_log=settings.verbose)

@@ -40,6 +40,7 @@ from legcf_cli.options import (
     OutputOpt,
     PatienceOpt,
     PerEntityOpt,
+    PlotDirOpt,
     PretrainEpochsOpt,
     RefineEpochsOpt,
     RefineLrDecayOpt,
@@ -238,14 +239,30 @@ def export(
 def inspect(
     path: Annotated[Path, typer.Argument(help="A run directory or an exported model file.")],
     model: ModelOpt = AUTO,
+    plot: PlotDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Parameters, bytes, sparsity and meta-embedding usage of a model."""
+    """Parameters, bytes, sparsity and meta-embedding usage of a model; with --plot, pictures of the run."""
     summary = engine.stages().inspect_path(path, model.value)
+    written = None
+    if plot is not None:
+        from legcf_cli.inspect_plots import write_plots
+
+        written = write_plots(path, plot, model.value)
+        summary["plots"] = [str(p) for p in written.paths]
+        if written.skipped:
+            summary["plots_skipped"] = {"plots": written.skipped, "reason": written.reason}
     if as_json:
         show("", summary, as_json=True)
-    else:
-        print_nested(f"model ({summary['source']})", summary)
+        return
+    print_nested(
+        f"model ({summary['source']})", {k: v for k, v in summary.items() if not k.startswith("plots")}
+    )
+    if written is not None:
+        for written_path in written.paths:
+            typer.echo(f"wrote {written_path}")
+        if written.skipped:
+            typer.echo(f"skipped {', '.join(written.skipped)}: {written.reason}", err=True)
 
 
 def run(

@@ -1,0 +1,147 @@
+"""``legcf serve``'s HTTP app: a loaded :class:`~legcf_core.recommender.Recommender` behind FastAPI.
+
+- ``GET /health``: ``{"status": "ok", "users", "items", "embedding", "form"}``;
+- ``GET /recommend?user=ID&k=20``: a known user's top-k, training items left out;
+- ``POST /recommend`` with ``{"items": [...], "k": 20}``: a new user's top-k from
+  the items they had (fold-in), those items left out.
+
+Ids are the dataset's own, as ``legcf recommend`` takes and prints them. Bad
+input answers with a JSON ``detail`` and one of two codes:
+
+- 404: an id the model does not know (``detail``: the message naming it);
+- 422: a request that is invalid in itself: a missing or non-integer field,
+  malformed JSON, an empty item list, k < 1 or k larger than the catalogue
+  (``detail``: FastAPI's list of field errors), or any other setting the
+  engine refuses (``detail``: its message).
+
+The handlers are ``async``: they score on the event loop, one request at a
+time, with no hop to a worker thread.
+This module imports FastAPI at the top: only ``legcf serve`` imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from legcf_core.errors import ConfigError
+
+# The engine's ConfigError fields that mean "this id is not in the model" (404, not 422).
+UNKNOWN_ID_FIELDS = frozenset({"user", "item"})
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``/health`` says of the served model."""
+
+    users: int
+    items: int
+    embedding: str
+    form: str  # "exact" or "compact" (an exported file) or "run" (a run directory)
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    users: int
+    items: int
+    embedding: str
+    form: str
+
+
+class NewUser(BaseModel):
+    """A user the model has not seen, given by the items they interacted with."""
+
+    items: list[int] = Field(min_length=1, description="Item ids of the dataset the new user had.")
+    k: int = Field(20, ge=1, description="Items to recommend (at most the catalogue's size).")
+
+
+ITEMS = Field(description="Item ids, best first.")
+SCORES = Field(description="Their scores h_u . h_i, in the same order.")
+
+
+class Recommendations(BaseModel):
+    items: list[int] = ITEMS
+    scores: list[float] = SCORES
+
+
+class UserRecommendations(BaseModel):
+    user: int
+    items: list[int] = ITEMS
+    scores: list[float] = SCORES
+
+
+def model_info(path: Path, served: Any) -> ModelInfo:
+    """Sizes from the loaded model; layer and form from the file's header (or the run's manifest)."""
+    from legcf_core.artifacts import RunDir, read_metadata
+
+    if Path(path).is_dir():
+        config = RunDir(Path(path)).load_manifest().get("stages", {}).get("pretrain", {}).get("config", {})
+        embedding, form = config.get("embedding", "legcf"), "run"
+    else:
+        meta = read_metadata(Path(path))
+        embedding = meta.get("embedding", "legcf")
+        form = "compact" if meta.get("kind") == "compact" else "exact"
+    return ModelInfo(served.n_users, served.n_items, embedding, form)
+
+
+def check_k(k: int, n_items: int, where: tuple[str, ...]) -> None:
+    """k above the catalogue is refused as FastAPI refuses a field out of range (422)."""
+    if k > n_items:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": where,
+                    "msg": f"Input should be less than or equal to {n_items} (the catalogue's size)",
+                    "input": k,
+                    "ctx": {"le": n_items},
+                }
+            ]
+        )
+
+
+def answer(items: Any, scores: Any) -> dict[str, list]:
+    """Arrays from the recommender as JSON lists, scores rounded as ``legcf recommend --json`` does."""
+    return {"items": items.tolist(), "scores": [round(float(v), 6) for v in scores]}
+
+
+async def engine_error(request: Request, exc: Exception) -> JSONResponse:
+    """The engine's refusal of an input: 404 for an unknown id, else 422; the message as ``detail``."""
+    field = getattr(exc, "field", None)
+    return JSONResponse(status_code=404 if field in UNKNOWN_ID_FIELDS else 422, content={"detail": str(exc)})
+
+
+def create_app(served: Any, info: ModelInfo) -> FastAPI:
+    """The HTTP app over ``served``, a model loaded once, before the server starts."""
+    app = FastAPI(title="legcf", summary="Top-K recommendations from a legcf model.")
+    app.add_exception_handler(ConfigError, engine_error)
+    health = Health(**info.__dict__)
+
+    @app.get("/health")
+    async def get_health() -> Health:
+        """The server is up; the model it serves."""
+        return health
+
+    @app.get("/recommend")
+    async def recommend_user(
+        user: Annotated[int, Query(description="A user id of the dataset.")],
+        k: Annotated[int, Query(ge=1, description="Items to recommend.")] = 20,
+    ) -> UserRecommendations:
+        """The k best items for a known user, items they had in training left out."""
+        check_k(k, served.n_items, ("query", "k"))
+        items, scores = served.recommend([user], k=k)
+        return UserRecommendations(user=user, **answer(items[0], scores[0]))
+
+    @app.post("/recommend")
+    async def recommend_new_user(request: NewUser) -> Recommendations:
+        """The k best items for a new user from the items they had (fold-in), those left out."""
+        check_k(request.k, served.n_items, ("body", "k"))
+        return Recommendations(**answer(*served.recommend_for_items(request.items, k=request.k)))
+
+    return app
