@@ -111,6 +111,7 @@ _SAFETENSORS_DTYPES = {
     np.dtype("int64"): "I64",
     np.dtype("int32"): "I32",
     np.dtype("int16"): "I16",
+    np.dtype("uint16"): "U16",
     np.dtype("int8"): "I8",
     np.dtype("uint8"): "U8",
     np.dtype("bool"): "BOOL",

@@ -99,7 +99,7 @@ def compact_form(outputs: torch.Tensor, n_entities: int, codes: int | None) -> C
 
 def index_dtype(upper: int) -> np.dtype:
     """The smallest integer dtype that holds 0..upper."""
-    for dtype in (np.uint8, np.int16, np.int32):
+    for dtype in (np.uint8, np.uint16, np.int32):
         if upper <= np.iinfo(dtype).max:
             return np.dtype(dtype)
     return np.dtype(np.int64)

@@ -34,8 +34,9 @@ def full_run(tmp_path_factory, prepared_run):
 
 
 def test_index_types_are_as_narrow_as_they_fit():
-    assert index_dtype(255) == np.uint8 and index_dtype(256) == np.int16
-    assert index_dtype(40_980) == np.int32 and index_dtype(2**31) == np.int64
+    assert index_dtype(255) == np.uint8 and index_dtype(256) == np.uint16
+    assert index_dtype(40_980) == np.uint16 and index_dtype(65_536) == np.int32
+    assert index_dtype(2**31) == np.int64
 
 
 def test_s_as_columns_and_weights_pads_short_rows():

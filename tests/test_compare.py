@@ -107,6 +107,7 @@ def test_run_directory_names_are_what_earlier_comparisons_wrote():
         "full-lightgcn-d128-L3",
         "qr-lightgcn-d128-L3-c500-t2",
         "pep-lightgcn-d128-L3-c500-t2",
+        "tt-lightgcn-d128-L3-c500-t2",
         "legcf-lightgcn-d128-L3-c500-t2-w0.5-metis-m1",
     ]
     assert SETS["table4"][3].key() == "full-ngcf-d128-L3-c500-t2"  # matched to LEGCF's budget
