@@ -97,7 +97,7 @@ def test_divergence_is_a_training_error():
     train, valid = toy_problem(5)
     model = toy_model(train)
     model.codebook.data[0, 0] = float("nan")
-    with pytest.raises(TrainingError, match="--lr"):
+    with pytest.raises(TrainingError, match=r"\(lr\)"):
         fit(model, train, valid, TrainConfig(epochs=1, batch_size=64, seed=1))
 
 
