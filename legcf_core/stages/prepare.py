@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from legcf_core import artifacts as art
+from legcf_core.config import PrepareConfig
 from legcf_core.data import Interactions, dataset_files, load_dataset
 from legcf_core.progress import Reporter, SilentReporter
 from legcf_core.stages.inputs import SPLITS
@@ -36,6 +37,7 @@ def prepare(
 ) -> dict[str, Any]:
     """Read, validate and split a dataset; write ``data.safetensors`` and start the manifest."""
     reporter = reporter or SilentReporter()
+    PrepareConfig(seed, test_fraction).check()
     started = time.perf_counter()
     task = reporter.task("reading dataset", None)
     data = load_dataset(Path(data_path), test_fraction=test_fraction, seed=seed)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.config import PartitionConfig, PretrainConfig, RefineConfig
+from legcf_core.config import PartitionConfig, PrepareConfig, PretrainConfig, RefineConfig
 from legcf_core.layers.codebook import legcf_params
 from legcf_core.partition import check_sizes
 from legcf_core.progress import Reporter, SilentReporter
@@ -41,7 +41,11 @@ def run_all(
     then solved for).
     """
     reporter = reporter or SilentReporter()
+    for config in (PrepareConfig(partition_config.seed, test_fraction), partition_config, pretrain_config):
+        config.check()  # every setting, before any file is written
     kind = layer_type(pretrain_config.embedding)
+    if kind.refines:
+        refine_config.check()
     backbone_entry(pretrain_config.backbone)
     prepared = prepare(run, data_path, partition_config.seed, test_fraction, reporter)
     if kind.uses_partition:
