@@ -83,13 +83,14 @@ class ExportedModel:
 
 
 def load_export(path: Path) -> ExportedModel:
-    tensors, meta = art.read_tensors(Path(path), kind="export")
-    train = art.csr_from_arrays("train", tensors).astype(np.float32)
-    return ExportedModel(
-        stored_model_from_arrays(tensors, meta, path, train.shape[0] + train.shape[1]),
-        train,
-        int(meta["n_users"]),
-        tensors["user_ids"],
-        tensors["item_ids"],
-        meta["made_by"],
-    )
+    """An exported model, every array and header field checked before use."""
+    path = Path(path)
+    tensors, meta = art.read_tensors(path, kind="export")
+    with art.checked(path):
+        n_users, n_items = art.header_int(meta, "n_users", 1), art.header_int(meta, "n_items", 1)
+        train = art.csr_from_arrays("train", tensors, (n_users, n_items), with_data=False)
+        user_ids = art.ids_array(tensors, "user_ids", n_users)
+        item_ids = art.ids_array(tensors, "item_ids", n_items)
+        made_by = art.header_choice(meta, "made_by", ("pretrain", "refine"))
+    model = stored_model_from_arrays(tensors, meta, path, n_users + n_items)
+    return ExportedModel(model, train.astype(np.float32), n_users, user_ids, item_ids, made_by)

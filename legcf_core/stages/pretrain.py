@@ -83,7 +83,7 @@ def layer_size(
     """What the fresh layer is built from, the config with any width a budget sets, and the files read."""
     seed, n = config.train.seed, data.n_entities
     if kind.uses_partition:
-        assignment, part_config = load_initial_assignment(run)
+        assignment, part_config = load_initial_assignment(run, n)
         size = LayerSize(n, config.dim, seed, assignment=assignment, per_entity=part_config["per_entity"])
         return size, config, (art.DATA_FILE, art.PARTITION_FILE)
     if kind.sized_by_budget:
