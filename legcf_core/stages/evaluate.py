@@ -10,7 +10,7 @@ import torch
 
 from legcf_core import artifacts as art
 from legcf_core.config import DEFAULT_KS, check_split
-from legcf_core.errors import ConfigError
+from legcf_core.errors import ConfigError, DataError
 from legcf_core.evaluation import evaluate
 from legcf_core.model import propagated_embeddings
 from legcf_core.progress import Reporter, SilentReporter
@@ -38,7 +38,13 @@ def evaluate_run(
     started = time.perf_counter()
     h = propagated_embeddings(chosen.model, data.train, data.n_users, device)
     truth = data.split(split)
-    task = reporter.task(f"evaluating {split}", int((np.diff(truth.indptr) > 0).sum()))
+    users = int((np.diff(truth.indptr) > 0).sum())
+    if users == 0:
+        raise DataError(
+            f"the {split} split of {run.path} is empty: no user has a held-out item to rank; "
+            "prepare the data again with this legcf (it refuses empty splits)"
+        )
+    task = reporter.task(f"evaluating {split}", users)
     metrics = evaluate(
         h[: data.n_users], h[data.n_users :], data.train, truth, ks, on_block=lambda n: task.advance(n)
     )

@@ -54,6 +54,7 @@ def prepare(
         "train": int(data.train.nnz),
         "valid": int(data.valid.nnz),
         "test": int(data.test.nnz),
+        "duplicates": data.duplicates,
     }
     source = str(Path(data_path).resolve())
     run.record(
