@@ -9,6 +9,7 @@ can be read without loading the tensors.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -26,10 +27,12 @@ import scipy.sparse as sp
 from safetensors import SafetensorError, safe_open
 
 from legcf_core.errors import ArtifactError
+from legcf_core.manifest import ManifestProblem, check_manifest
 
 FORMAT = "legcf"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MALFORMED_MANIFEST = "manifest.malformed.json"  # where prepare keeps a manifest it could not read
 
 DATA_FILE = "data.safetensors"
 PARTITION_FILE = "assignment_init.safetensors"
@@ -68,6 +71,21 @@ def _atomic_target(path: Path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be fsynced)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -196,6 +214,10 @@ def _short(value: object, limit: int = 80) -> str:
 
 
 # ----------------------------------------------------- checking what files hold
+
+
+class MalformedManifest(ArtifactError):
+    """A run's manifest is unreadable or breaks the schema; ``legcf prepare`` sets it aside."""
 
 
 class Malformed(ArtifactError):
@@ -349,22 +371,59 @@ class RunDir:
         return self.manifest_path.is_file()
 
     def load_manifest(self) -> dict[str, Any]:
+        """The manifest, checked against :data:`legcf_core.manifest.MANIFEST`."""
         if not self.manifest_path.is_file():
             raise ArtifactError(
                 f"{self.path} is not a legcf run directory (no {MANIFEST}); run 'legcf prepare' first"
             )
         try:
-            manifest = json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.manifest_path.read_bytes().decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{self.manifest_path} is not valid JSON ({exc})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != f"{FORMAT}-run":
-            raise ArtifactError(f"{self.manifest_path} is not a legcf run manifest")
-        if manifest.get("format_version") != FORMAT_VERSION:
+            raise self._malformed(f"is not valid JSON ({_short(exc)})") from None
+        except RecursionError:
+            raise self._malformed("is nested too deeply to be a legcf manifest") from None
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {self.manifest_path}: {exc.strerror}") from None
+        fields = manifest if isinstance(manifest, dict) else {}
+        if fields.get("format", f"{FORMAT}-run") != f"{FORMAT}-run":
             raise ArtifactError(
-                f"{self.manifest_path} has format version {manifest.get('format_version')}, "
+                f"{self.manifest_path} is not a legcf run manifest "
+                f"(format {_short(fields['format'], 40)!r}); run 'legcf prepare' into a new directory"
+            )
+        version = fields.get("format_version")
+        if type(version) is int and version != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{self.manifest_path} has format version {version}, "
                 f"this legcf reads version {FORMAT_VERSION}; run 'legcf prepare' into a new directory"
             )
+        try:
+            check_manifest(manifest)
+        except ManifestProblem as exc:
+            raise self._malformed(f"is malformed: {_short(exc, 160)}") from None
         return manifest
+
+    def _malformed(self, what: str) -> MalformedManifest:
+        return MalformedManifest(
+            f"{self.manifest_path} {what}; run 'legcf prepare' on {self.path} again to start a new "
+            f"manifest (the old one is kept as {MALFORMED_MANIFEST}), or prepare into a new directory"
+        )
+
+    def set_aside_malformed_manifest(self) -> bool:
+        """Rename a malformed manifest to ``manifest.malformed.json`` (prepare starts a new one);
+        True if there was one. A manifest of another format or version is left alone."""
+        try:
+            self.load_manifest()
+        except MalformedManifest:
+            try:
+                os.replace(self.manifest_path, self.file(MALFORMED_MANIFEST))
+            except OSError as exc:
+                raise ArtifactError(f"cannot rename {self.manifest_path}: {exc.strerror}") from None
+            _fsync_directory(self.path)
+            return True
+        except ArtifactError:
+            if self.exists():
+                raise
+        return False
 
     def stage(self, name: str) -> dict[str, Any]:
         """A finished stage's manifest entry, with its outputs checked against disk."""
@@ -406,6 +465,7 @@ class RunDir:
         if dataset is not None:
             manifest["dataset"] = dataset
         manifest["stages"][name] = {**entry, "finished_at": now()}
+        check_manifest(manifest)  # what legcf writes, it must read back
         write_json_atomic(self.manifest_path, manifest)
 
     def check_dataset(self, meta: dict[str, str], path: Path) -> None:

@@ -47,6 +47,11 @@ def prepare(
     for name in SPLITS:
         tensors.update(art.csr_arrays(name, data.split(name), with_data=False))
     meta = art.header("interactions", dataset=digest, n_users=data.n_users, n_items=data.n_items)
+    if run.set_aside_malformed_manifest():
+        reporter.note(
+            f"{art.MANIFEST} was malformed: kept it as {art.MALFORMED_MANIFEST} and started a new one; "
+            "rerun the later stages"
+        )
     out = art.write_tensors(run.file(art.DATA_FILE), tensors, meta)
     summary = {
         "users": data.n_users,
