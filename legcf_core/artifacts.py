@@ -17,10 +17,15 @@ import re
 import struct
 import tempfile
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: run directories are not locked
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 import scipy.sparse as sp
@@ -65,6 +70,7 @@ def _atomic_target(path: Path):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise ArtifactError(f"cannot write {path}: {exc.strerror}") from None
@@ -350,6 +356,73 @@ def csr_from_arrays(
 # ------------------------------------------------------------------ manifest
 
 
+LOCK_FILE = ".legcf.lock"
+_HELD: dict[str, int] = {}  # run directories whose lock this process holds, with nesting depth
+
+
+def _acquire(lock: Path, stage: str, run_path: Path) -> int:
+    """An fd holding an exclusive flock on ``lock``, which then names this process."""
+    for _ in range(10):
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as exc:
+            raise ArtifactError(f"cannot lock {run_path}: {exc.strerror}") from None
+        if fcntl is None:  # no flock on this platform: no locking
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise ArtifactError(
+                    f"{run_path} is in use by another legcf process ({holder}); wait for it to finish, "
+                    "or use another run directory"
+                ) from None
+            raise ArtifactError(f"cannot lock {run_path}: {exc.strerror}") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file its last holder removed while we waited to lock it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, legcf {stage} since {now()}\n".encode(), 0)
+            return fd
+        os.close(fd)
+    raise ArtifactError(f"cannot lock {run_path}: its lock file keeps changing")
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    return text or "pid unknown"
+
+
+def _release(lock: Path, fd: int) -> None:
+    """Remove the lock file while still holding it, then let go."""
+    try:
+        lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: Path) -> list[str]:
+    """Remove the temporary files (``.<name>.*.tmp``) a killed writer left in a run directory.
+
+    Only called with the directory's lock held, so no live legcf writer owns
+    them; only names legcf writes there are touched.
+    """
+    names = (MANIFEST, EXPORT_FILE, *STAGE_FILES.values())
+    removed = []
+    for path in directory.glob(".*.tmp"):
+        if any(path.name.startswith(f".{name}.") for name in names) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -369,6 +442,51 @@ class RunDir:
 
     def exists(self) -> bool:
         return self.manifest_path.is_file()
+
+    @contextmanager
+    def writing(self, stage: str, create: bool = False):
+        """Hold the run directory's lock while ``stage`` reads and writes it.
+
+        The lock is an advisory ``flock`` on ``.legcf.lock`` inside the directory,
+        which also records the holder's PID and stage. A second writer fails at
+        once, naming them; the kernel drops the lock of a killed holder, so a
+        stale lock file never blocks. Once the lock is held, temporary files a
+        killed writer left behind are removed. Nested use in one process (``run``
+        calling each stage) holds the one lock. ``create`` makes the directory
+        (prepare); otherwise it must already be a run directory.
+        """
+        key = os.path.realpath(self.path)
+        if key in _HELD:
+            _HELD[key] += 1
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
+            return
+        created = create and not self.path.exists()
+        if create:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ArtifactError(f"cannot create run directory {self.path}: {exc.strerror}") from None
+        elif not self.exists():
+            self.load_manifest()  # raises: not a run directory
+        fd = _acquire(self.file(LOCK_FILE), stage, self.path)
+        _HELD[key] = 1
+        try:
+            remove_stale_temporaries(self.path)
+            yield
+        except BaseException:
+            if created:  # a failed first stage leaves no empty directory behind
+                _release(self.file(LOCK_FILE), fd)
+                fd = -1
+                with suppress(OSError):
+                    self.path.rmdir()
+            raise
+        finally:
+            del _HELD[key]
+            if fd >= 0:
+                _release(self.file(LOCK_FILE), fd)
 
     def load_manifest(self) -> dict[str, Any]:
         """The manifest, checked against :data:`legcf_core.manifest.MANIFEST`."""

@@ -33,30 +33,32 @@ def evaluate_run(
     check_split(split)
     if not ks or min(ks) < 1:
         raise ConfigError("k", f"must be >= 1 for every cut-off, got {list(ks)}")
-    data = load_data(run)
-    chosen = load_model(run, which, data.n_entities, reporter)
-    started = time.perf_counter()
-    h = propagated_embeddings(chosen.model, data.train, data.n_users, device)
-    truth = data.split(split)
-    users = int((np.diff(truth.indptr) > 0).sum())
-    if users == 0:
-        raise DataError(
-            f"the {split} split of {run.path} is empty: no user has a held-out item to rank; "
-            "prepare the data again with this legcf (it refuses empty splits)"
+    with run.writing("evaluate"):
+        data = load_data(run)
+        chosen = load_model(run, which, data.n_entities, reporter)
+        started = time.perf_counter()
+        h = propagated_embeddings(chosen.model, data.train, data.n_users, device)
+        truth = data.split(split)
+        users = int((np.diff(truth.indptr) > 0).sum())
+        if users == 0:
+            raise DataError(
+                f"the {split} split of {run.path} is empty: no user has a held-out item to rank; "
+                "prepare the data again with this legcf (it refuses empty splits)"
+            )
+        task = reporter.task(f"evaluating {split}", users)
+        metrics = evaluate(
+            h[: data.n_users], h[data.n_users :], data.train, truth, ks, on_block=lambda n: task.advance(n)
         )
-    task = reporter.task(f"evaluating {split}", users)
-    metrics = evaluate(
-        h[: data.n_users], h[data.n_users :], data.train, truth, ks, on_block=lambda n: task.advance(n)
-    )
-    task.close()
-    result = {
-        "split": split,
-        "model": chosen.source,
-        "trained_by": chosen.trained_by,
-        **rounded(metrics),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    evaluations = dict(run.load_manifest().get("stages", {}).get("evaluate", {}).get("results", {}))
-    evaluations[f"{chosen.source}/{split}"] = {**result, "inputs": run.inputs(art.STAGE_FILES[chosen.source])}
-    run.record("evaluate", {"results": evaluations, "inputs": {}, "outputs": {}})
-    return result
+        task.close()
+        result = {
+            "split": split,
+            "model": chosen.source,
+            "trained_by": chosen.trained_by,
+            **rounded(metrics),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        evaluations = dict(run.load_manifest()["stages"].get("evaluate", {}).get("results", {}))
+        inputs = run.inputs(art.STAGE_FILES[chosen.source])
+        evaluations[f"{chosen.source}/{split}"] = {**result, "inputs": inputs}
+        run.record("evaluate", {"results": evaluations, "inputs": {}, "outputs": {}})
+        return result

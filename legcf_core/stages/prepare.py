@@ -47,12 +47,6 @@ def prepare(
     for name in SPLITS:
         tensors.update(art.csr_arrays(name, data.split(name), with_data=False))
     meta = art.header("interactions", dataset=digest, n_users=data.n_users, n_items=data.n_items)
-    if run.set_aside_malformed_manifest():
-        reporter.note(
-            f"{art.MANIFEST} was malformed: kept it as {art.MALFORMED_MANIFEST} and started a new one; "
-            "rerun the later stages"
-        )
-    out = art.write_tensors(run.file(art.DATA_FILE), tensors, meta)
     summary = {
         "users": data.n_users,
         "items": data.n_items,
@@ -62,16 +56,24 @@ def prepare(
         "duplicates": data.duplicates,
     }
     source = str(Path(data_path).resolve())
-    run.record(
-        "prepare",
-        {
-            "config": {"data": source, "seed": seed, "test_fraction": test_fraction},
-            "inputs": {},
-            "sources": {str(p.resolve()): art.sha256_file(p) for p in dataset_files(Path(data_path))},
-            "outputs": {art.DATA_FILE: out},
-            "metrics": summary,
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-        dataset={"fingerprint": digest, "source": source, **summary},
-    )
+    sources = {str(p.resolve()): art.sha256_file(p) for p in dataset_files(Path(data_path))}
+    with run.writing("prepare", create=True):
+        if run.set_aside_malformed_manifest():
+            reporter.note(
+                f"{art.MANIFEST} was malformed: kept it as {art.MALFORMED_MANIFEST} and started a new one; "
+                "rerun the later stages"
+            )
+        out = art.write_tensors(run.file(art.DATA_FILE), tensors, meta)
+        run.record(
+            "prepare",
+            {
+                "config": {"data": source, "seed": seed, "test_fraction": test_fraction},
+                "inputs": {},
+                "sources": sources,
+                "outputs": {art.DATA_FILE: out},
+                "metrics": summary,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+            dataset={"fingerprint": digest, "source": source, **summary},
+        )
     return summary
