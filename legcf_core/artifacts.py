@@ -190,7 +190,7 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise ArtifactError(f"{path} is not a legcf artifact (no 'format: {FORMAT}' header)")
     if meta.get("format_version") != str(FORMAT_VERSION):
         raise ArtifactError(
-            f"{path} has format version {_short(meta.get('format_version'))}, "
+            f"{path} has format version {_short(meta.get('format_version'), 40)}, "
             f"this legcf reads version {FORMAT_VERSION}; rerun the stage that made it"
         )
     return meta

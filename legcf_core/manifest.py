@@ -205,8 +205,8 @@ def _kind(value: Any) -> str:
 
 def _describe(value: Any) -> str:
     kind = _kind(value)
-    if kind in ("list", "object"):
-        return f"a{'n' if kind == 'object' else ''} {kind}"
+    if kind in ("list", "object", "null"):
+        return {"list": "a list", "object": "an object", "null": "null"}[kind]
     text = repr(value)
     return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
 
