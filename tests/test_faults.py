@@ -87,7 +87,8 @@ def uninterrupted(tmp_path_factory, demo_path) -> dict[str, str]:
 
 def test_killed_runs_resume_to_the_same_artifacts(tmp_path, demo_path, uninterrupted):
     """SIGKILL inside the data file's write, inside pretrain's tensor write, inside refine's
-    manifest write and after a delay, each on the directory the last kill left; then rerun."""
+    manifest write, then SIGKILL and SIGINT after a delay, each on the directory the last one
+    left; then rerun."""
     run_dir = tmp_path / "run"
     for kill_at in (1, 5, 8):  # fsync of data.safetensors, pretrain.safetensors, refine's manifest
         child = legcf_child("run", run_dir, "--data", demo_path, *RUN_ARGS, kill_at=kill_at)
@@ -95,11 +96,12 @@ def test_killed_runs_resume_to_the_same_artifacts(tmp_path, demo_path, uninterru
         assert child.returncode == -signal.SIGKILL, child.returncode
         assert list(run_dir.glob(".*.tmp")), "the kill should land inside a write"
         assert_whole(run_dir)
-    child = legcf_child("run", run_dir, "--data", demo_path, *RUN_ARGS)
-    time.sleep(4.0)
-    child.send_signal(signal.SIGKILL)
-    child.communicate(timeout=60)
-    assert_whole(run_dir)
+    for sig in (signal.SIGKILL, signal.SIGINT):  # after a delay, somewhere in the stages
+        child = legcf_child("run", run_dir, "--data", demo_path, *RUN_ARGS)
+        time.sleep(4.0)
+        child.send_signal(sig)
+        child.communicate(timeout=60)
+        assert_whole(run_dir)
     invoke_ok("run", run_dir, "--data", demo_path, *RUN_ARGS)
     assert not list(run_dir.glob(".*.tmp")), "the rerun should remove what the killed writers left"
     assert not (run_dir / art.LOCK_FILE).exists()
