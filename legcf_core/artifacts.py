@@ -188,9 +188,11 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise ArtifactError(f"{path} is not a readable safetensors file ({_short(exc)})") from None
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not a legcf artifact (no 'format: {FORMAT}' header)")
-    if meta.get("format_version") != str(FORMAT_VERSION):
+    version = meta.get("format_version")
+    if version != str(FORMAT_VERSION):
+        shown = version if version is not None and version.isascii() and version.isdigit() else None
         raise ArtifactError(
-            f"{path} has format version {_short(meta.get('format_version'), 40)}, "
+            f"{path} has format version {shown or repr(version)[:40]}, "
             f"this legcf reads version {FORMAT_VERSION}; rerun the stage that made it"
         )
     return meta
