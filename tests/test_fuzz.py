@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers import SEED as SEED_OF_TRAINED_RUN
 from helpers import assert_clean_error, copy_run, invoke, read_manifest, tensor_file
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -31,6 +32,7 @@ import legcf_core
 from legcf_core import artifacts as art
 from legcf_core.data import load_dataset
 from legcf_core.errors import LegcfError
+from legcf_core.manifest import check_manifest
 
 LONG = int(os.environ.get("LEGCF_FUZZ_EXAMPLES", "0"))
 SEED = int(os.environ.get("LEGCF_FUZZ_SEED", "2024"))
@@ -307,14 +309,22 @@ def fuzz_run(tmp_path_factory, trained_run):
 
 @fuzz(30)
 @given(data=st.data())
-def test_random_manifests(fuzz_run, data):
+def test_random_manifests(fuzz_run, demo_path, data):
     run_dir, real = fuzz_run
     manifest = data.draw(manifests(real))
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    command = data.draw(st.sampled_from(["evaluate", "inspect"]))
-    result = invoke(command, run_dir, "--json", *(["--device", "cpu"] if command == "evaluate" else []))
-    if outcome(result, "random manifest") == "ok" and command == "evaluate":
-        assert json.loads(result.stdout)["users"] > 0
+    command = data.draw(st.sampled_from(["evaluate", "inspect", "prepare"]))
+    extra = {
+        "evaluate": ["--json", "--device", "cpu"],
+        "inspect": ["--json"],
+        "prepare": ["--data", demo_path, "--seed", SEED_OF_TRAINED_RUN],  # the same data file again
+    }[command]
+    result = invoke(command, run_dir, *extra)
+    if outcome(result, "random manifest") == "ok":
+        if command == "evaluate":
+            assert json.loads(result.stdout)["users"] > 0
+        if command == "prepare":  # a malformed manifest was set aside; the new one is sound
+            check_manifest(read_manifest(run_dir))
 
 
 # ------------------------------------------------------------ dataset lines
