@@ -3,15 +3,15 @@
 The kill test runs the real CLI in a child process and SIGKILLs it: after a
 delay, or at the k-th fsync of a file (the moment inside an atomic write when
 the temporary file holds every byte and is not yet renamed). The second kind
-wraps ``os.fsync`` in the child only, as a fault injector; the engine has no
-test hook. After every kill the directory must hold only whole files, and a
-rerun must end with the same artifacts as an uninterrupted run.
+wraps ``os.fsync`` in the child only, as a fault injector (the concurrency test
+uses it to pause a stage inside its write); the engine has no test hook. After
+every kill the directory must hold only whole files, and a rerun must end with
+the same artifacts as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -30,18 +30,26 @@ RUN_ARGS = [
     "--batch-size", "4096", "--seed", "5", "--device", "cpu",
 ]  # fmt: skip
 
-# The child: the real CLI, with os.fsync on regular files counted and the process
-# SIGKILLed at the LEGCF_KILL_AT-th one (before that fsync runs).
+# The child: the real CLI, with os.fsync on regular files counted; at the LEGCF_KILL_AT-th
+# the process is SIGKILLed, at the LEGCF_PAUSE_AT-th it waits (inside the stage, lock held)
+# until the file LEGCF_GO exists, after creating LEGCF_GO + ".paused".
 CHILD = """
-import os, signal, stat, sys
-limit = int(os.environ.get("LEGCF_KILL_AT", "0"))
+import os, signal, stat, sys, time
+kill_at = int(os.environ.get("LEGCF_KILL_AT", "0"))
+pause_at = int(os.environ.get("LEGCF_PAUSE_AT", "0"))
 seen = [0]
 real_fsync = os.fsync
 def fsync(fd):
     if stat.S_ISREG(os.fstat(fd).st_mode):
         seen[0] += 1
-        if seen[0] == limit:
+        if seen[0] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        if seen[0] == pause_at:
+            go = os.environ["LEGCF_GO"]
+            open(go + ".paused", "w").close()
+            deadline = time.time() + 120
+            while not os.path.exists(go) and time.time() < deadline:
+                time.sleep(0.02)
     return real_fsync(fd)
 os.fsync = fsync
 from legcf_cli.app import main
@@ -50,8 +58,8 @@ main()
 """
 
 
-def legcf_child(*args, kill_at: int = 0) -> subprocess.Popen:
-    env = {**os.environ, "LEGCF_KILL_AT": str(kill_at)}
+def legcf_child(*args, kill_at: int = 0, pause_at: int = 0, go: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "LEGCF_KILL_AT": str(kill_at), "LEGCF_PAUSE_AT": str(pause_at), "LEGCF_GO": str(go)}
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, *map(str, args)],
         env=env,
@@ -150,31 +158,33 @@ def test_second_writer_fails_at_once_naming_the_holder(tmp_path, trained_run, de
 
 
 def test_two_stages_at_once_leave_a_consistent_manifest(tmp_path, trained_run):
-    """Two real stages race on one directory: the second fails with the lock message, the
-    first finishes, and every checksum and evaluation entry in the manifest holds."""
+    """Two real stages on one directory: while pretrain is inside its tensor write, evaluate
+    fails with the lock line; pretrain then finishes, and every checksum and evaluation entry
+    in the manifest holds."""
     run_dir = copy_run(trained_run, tmp_path / "run")
     invoke_ok("evaluate", run_dir, "--model", "refine")
+    go = tmp_path / "go"
     first = legcf_child(
-        "pretrain", run_dir, "--dim", "8", "--layers", "1", "--epochs", "6", "--patience", "50",
-        "--batch-size", "1024", "--device", "cpu", "--seed", "3",
+        "pretrain", run_dir, "--dim", "8", "--layers", "1", "--epochs", "1",
+        "--batch-size", "4096", "--device", "cpu", "--seed", "3", pause_at=1, go=go,
     )  # fmt: skip
-    deadline = time.time() + 60
-    while not (run_dir / art.LOCK_FILE).exists() and time.time() < deadline:
+    deadline = time.time() + 120
+    while not Path(f"{go}.paused").exists() and time.time() < deadline:
         time.sleep(0.02)
     second = legcf_child("evaluate", run_dir, "--model", "refine")
     _, err = second.communicate(timeout=120)
-    out1, err1 = first.communicate(timeout=300)
+    go.touch()
+    _, err1 = first.communicate(timeout=300)
     assert first.returncode == 0, err1
     assert second.returncode == 1, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and f"pid {first.pid}" in lines[0], err
+    assert "legcf pretrain" in lines[0]
     assert_whole(run_dir)
-    manifest = read_manifest(run_dir)
-    assert manifest["stages"]["pretrain"]["config"]["epochs"] == 6
+    assert read_manifest(run_dir)["stages"]["pretrain"]["config"]["epochs"] == 1
     invoke_ok("evaluate", run_dir, "--model", "pretrain")
     results = read_manifest(run_dir)["stages"]["evaluate"]["results"]
     assert {"pretrain/test", "refine/test"} <= set(results)  # no entry dropped
-    json.dumps(results)
 
 
 def test_a_failed_first_prepare_leaves_no_directory(tmp_path):
