@@ -106,7 +106,7 @@ def test_killed_runs_resume_to_the_same_artifacts(tmp_path, demo_path, uninterru
         assert_whole(run_dir)
     for sig in (signal.SIGKILL, signal.SIGINT):  # after a delay, somewhere in the stages
         child = legcf_child("run", run_dir, "--data", demo_path, *RUN_ARGS)
-        time.sleep(4.0)
+        time.sleep(3.0)
         child.send_signal(sig)
         child.communicate(timeout=60)
         assert_whole(run_dir)

@@ -169,7 +169,7 @@ def test_random_bytes_as_a_model_file(scratch, blob):
     inspect_file(path, "random bytes")
 
 
-@fuzz(50)
+@fuzz(40)
 @given(
     tensors=st.dictionaries(st.sampled_from(TENSOR_NAMES), arrays(), max_size=8),
     meta=legcf_headers(),
@@ -245,7 +245,7 @@ def export_parts(exported_model):
     return tensor_file(exported_model)
 
 
-@fuzz(60)
+@fuzz(40)
 @given(data=st.data())
 def test_a_real_export_corrupted_one_part_at_a_time(scratch, export_parts, data):
     tensors, meta = ({k: v.copy() for k, v in export_parts[0].items()}, dict(export_parts[1]))
@@ -362,7 +362,7 @@ def dataset_files(draw):
     return suffix, bom + text.encode("utf-8", "surrogatepass")
 
 
-@fuzz(50)
+@fuzz(40)
 @given(file=dataset_files(), test_fraction=st.sampled_from([0.2, 0.5]))
 def test_random_dataset_lines(file, test_fraction):
     suffix, blob = file
