@@ -75,7 +75,7 @@ def read_pictures(run_path: Path, which: str) -> RunPictures:
         return pictures
     assignment = layer.assignment
     pictures.codebook_size = assignment.shape[1]
-    pictures.anchors_before = np.asarray(load_partition_parts(run))
+    pictures.anchors_before = np.asarray(load_partition_parts(run, data.n_entities))
     if chosen.trained_by == "refine":
         pictures.anchors_after = anchors(assignment)
     pictures.weights = np.asarray(assignment.data, dtype=np.float64)

@@ -45,6 +45,12 @@ class Backbone(torch.nn.Module, ABC):
     @abstractmethod
     def output_dim(self) -> int: ...
 
+    @classmethod
+    def weight_shapes(cls, dim: int, layers: int) -> dict[str, tuple[int, ...]]:
+        """The shape of every weight in ``state_dict()``, known without building the
+        backbone, so a model file's weights are checked before anything is allocated."""
+        return {}
+
     @staticmethod
     @abstractmethod
     def normalize(adjacency: sp.csr_matrix) -> sp.csr_matrix: ...
@@ -112,6 +118,13 @@ class NGCF(Backbone):
         self.b1 = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(dim)) for _ in range(layers)])
         self.b2 = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(dim)) for _ in range(layers)])
 
+    @classmethod
+    def weight_shapes(cls, dim: int, layers: int) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name, shape in (("w1", (dim, dim)), ("w2", (dim, dim)), ("b1", (dim,)), ("b2", (dim,))):
+            shapes.update({f"{name}.{layer}": shape for layer in range(layers)})
+        return shapes
+
     @property
     def output_dim(self) -> int:
         return self.dim * (self.layers + 1)
@@ -138,6 +151,10 @@ class LRGCCF(Backbone):
         super().__init__(dim, layers, seed)
         generator = torch.Generator().manual_seed(seed + 1)
         self.weights = torch.nn.ParameterList([_glorot(dim, dim, generator) for _ in range(layers)])
+
+    @classmethod
+    def weight_shapes(cls, dim: int, layers: int) -> dict[str, tuple[int, ...]]:
+        return {f"weights.{layer}": (dim, dim) for layer in range(layers)}
 
     @property
     def output_dim(self) -> int:

@@ -19,12 +19,46 @@ MODEL_CHOICES = ("auto", "pretrain", "refine")  # which trained model a command 
 VALIDATION_METRIC = "ndcg@20"
 DEFAULT_KS = (10, 20)
 DTYPES = ("float32", "float16", "bfloat16")  # precisions of a compact model file
+MAX_SEED = 2**32 - 1  # numpy, torch and pymetis all accept 0..2^32-1
+MAX_DIM = 4096  # d: bounds what a model file may ask to allocate (the paper uses 64 to 256)
+MAX_LAYERS = 32  # L: bounds the propagation passes a model file may ask for (the paper uses 1 to 4)
+
+
+def _integer(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"must be an integer, got {value!r}")
+    return value
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    """``value`` is an integer (not a bool) in low..high."""
+    if _integer(name, value) < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ConfigError(name, f"must be {bounds}, got {value}")
+
+
+def check_seed(seed: object, name: str = "seed") -> None:
+    check_int(name, seed, 0, MAX_SEED)
+
+
+def _finite(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(name, f"must be a finite number, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
+    """How prepare splits a dataset: the seed of the holdout and validation draws, and
+    the per-user test share when the dataset is one file."""
+
     seed: int = 2024
-    test_fraction: float = 0.2  # per-user test share when the dataset is one file
+    test_fraction: float = 0.2
+
+    def check(self) -> None:
+        check_seed(self.seed)
+        if not 0.0 < _finite("test_fraction", self.test_fraction) < 1.0:
+            raise ConfigError("test_fraction", f"must lie in (0, 1), got {self.test_fraction}")
 
 
 @dataclass(frozen=True)
@@ -36,8 +70,24 @@ class PartitionConfig:
     seed: int = 2024
 
     def check(self) -> None:
+        """What needs no data: c, t >= 1, t <= c, w* in range, a known init, the seed's range."""
         if self.init not in INITS:
             raise ConfigError("init", f"{self.init!r} is unknown; expected {' or '.join(INITS)}")
+        for name, symbol in (("codebook_size", "c"), ("per_entity", "t")):
+            value = _integer(name, getattr(self, name))
+            if value < 1:
+                raise ConfigError(name, f"{symbol} must be >= 1, got {value}")
+        if self.per_entity > self.codebook_size:
+            raise ConfigError(
+                "per_entity", f"t={self.per_entity} exceeds codebook size c={self.codebook_size}"
+            )
+        weight = _finite("anchor_weight", self.anchor_weight)
+        if not 0.0 < weight <= 1.0 or (self.per_entity > 1 and weight >= 1.0):
+            upper = "1)" if self.per_entity > 1 else "1]"
+            raise ConfigError(
+                "anchor_weight", f"w* must lie in (0, {upper} with t={self.per_entity}, got {weight}"
+            )
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -56,12 +106,14 @@ class TrainConfig:
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "negatives", "patience", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
-        if not math.isfinite(self.lr) or self.lr <= 0:
+            check_int(name, getattr(self, name), 1)
+        if _finite("lr", self.lr) <= 0:
             raise ConfigError("lr", f"must be a finite number > 0, got {self.lr}")
-        if not math.isfinite(self.l2) or self.l2 < 0:
+        if _finite("l2", self.l2) < 0:
             raise ConfigError("l2", f"must be a finite number >= 0, got {self.l2}")
+        if not 0.0 < _finite("lr_decay", self.lr_decay) <= 1.0:
+            raise ConfigError("lr_decay", f"must lie in (0, 1] (1 keeps lr constant), got {self.lr_decay}")
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -75,10 +127,10 @@ class PretrainConfig:
 
     def check(self) -> None:
         self.train.check()
-        if self.dim < 1:
-            raise ConfigError("dim", f"must be >= 1, got {self.dim}")
-        if self.layers < 0:
-            raise ConfigError("layers", f"must be >= 0, got {self.layers}")
+        check_int("dim", self.dim, 1, MAX_DIM)
+        check_int("layers", self.layers, 0, MAX_LAYERS)
+        if self.budget is not None:
+            check_int("budget", self.budget, 1)
 
 
 @dataclass(frozen=True)
@@ -92,8 +144,7 @@ class RefineConfig:
 
     def check(self) -> None:
         self.train.check()
-        if self.update_every < 1:
-            raise ConfigError("update_every", f"must be >= 1, got {self.update_every}")
+        check_int("update_every", self.update_every, 1)
 
 
 def check_model_choice(which: str) -> None:

@@ -8,15 +8,18 @@ Two input layouts are accepted:
 * a single CSV/TSV/LightGCN file, from which a seeded per-user test share is
   held out.
 
-Raw ids must be non-negative integers; they are mapped to contiguous indices
-(users ``0..U-1``, items ``0..I-1``) over train and test together, so an item
-seen only in test still gets an index.
+Raw ids must be non-negative integers written in ASCII digits; they are
+mapped to contiguous indices (users ``0..U-1``, items ``0..I-1``) over train
+and test together, so an item seen only in test still gets an index. A UTF-8
+byte order mark at the start of a file is ignored. A pair listed twice in one
+file counts once (prepare reports how many were dropped), before any split.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from legcf_core.errors import DataError
 PAIR_SUFFIXES = (".csv", ".tsv")
 MAX_ID = int(np.iinfo(np.int64).max)
 TEXT_SUFFIXES = (".txt",)
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Interactions:
     test: sp.csr_matrix
     user_ids: np.ndarray  # raw id of each user index
     item_ids: np.ndarray  # raw id of each item index
+    duplicates: int = 0  # repeated (user, item) rows dropped while reading
 
     @property
     def n_users(self) -> int:
@@ -58,10 +63,11 @@ class Interactions:
 
 
 def _parse_id(token: str, where: str) -> int:
-    try:
-        value = int(token)
-    except ValueError:
-        raise DataError(f"{where}: id {token!r} is not an integer") from None
+    """An id in ASCII digits (Python's int() would also take ``1_000`` and non-ASCII digits)."""
+    if len(token) > 24 or not _ASCII_INTEGER.fullmatch(token):
+        shown = token if len(token) <= 24 else token[:21] + "..."
+        raise DataError(f"{where}: id {shown!r} is not an integer")
+    value = int(token)
     if value < 0:
         raise DataError(f"{where}: id {value} is negative; ids must be >= 0")
     if value > MAX_ID:
@@ -106,13 +112,14 @@ def read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _looks_numeric(token: str) -> bool:
-    return token.lstrip("+-").replace(".", "", 1).isdigit()
+    return token.isascii() and token.lstrip("+-").replace(".", "", 1).isdigit()
 
 
 def _lines(path: Path) -> list[str]:
-    """All lines of a UTF-8 text file, with file errors turned into DataError."""
+    """All lines of a UTF-8 text file (a leading byte order mark dropped), with file errors
+    turned into DataError."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             return handle.readlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text (byte {exc.start})") from None
@@ -160,19 +167,31 @@ def dataset_files(path: Path) -> list[Path]:
 
 def load_raw(
     path: Path, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return raw (train_users, train_items, test_users, test_items)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Raw (train_users, train_items, test_users, test_items) with repeated pairs dropped,
+    and how many were dropped."""
     if path.is_dir():
         train_path, test_path = find_split_files(path)
-        tu, ti = read_file(train_path)
-        eu, ei = read_file(test_path)
+        tu, ti, train_repeats = distinct_pairs(*read_file(train_path))
+        eu, ei, test_repeats = distinct_pairs(*read_file(test_path))
+        duplicates = train_repeats + test_repeats
     else:
         if not path.exists():
             raise DataError(f"dataset {path} does not exist")
-        tu, ti, eu, ei = holdout_split(*read_file(path), test_fraction, seed)
+        users, items, duplicates = distinct_pairs(*read_file(path))
+        tu, ti, eu, ei = holdout_split(users, items, test_fraction, seed)
     if tu.size == 0:
         raise DataError(f"dataset {path} has no training interactions")
-    return tu, ti, eu, ei
+    return tu, ti, eu, ei, duplicates
+
+
+def distinct_pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each (user, item) pair once, at its first row, in file order; and the rows dropped."""
+    if users.size == 0:
+        return users, items, 0
+    _, first = np.unique(np.stack([users, items], axis=1), axis=0, return_index=True)
+    keep = np.sort(first)
+    return users[keep], items[keep], int(users.size - keep.size)
 
 
 def holdout_split(
@@ -251,9 +270,32 @@ def split_validation(test: sp.csr_matrix, seed: int) -> tuple[sp.csr_matrix, sp.
 
 
 def load_dataset(path: Path, test_fraction: float = 0.2, seed: int = 2024) -> Interactions:
-    """Read, validate and split the dataset at ``path``."""
-    train_users, train_items, test_users, test_items = load_raw(path, test_fraction, seed)
+    """Read, validate and split the dataset at ``path``; every split must be non-empty."""
+    train_users, train_items, test_users, test_items, duplicates = load_raw(path, test_fraction, seed)
     data = build_interactions(train_users, train_items, test_users, test_items, seed)
     if data.train.nnz == 0:
         raise DataError(f"dataset {path} has no training interactions")
-    return data
+    check_splits(data, path, held_out=not path.is_dir(), test_fraction=test_fraction)
+    return replace(data, duplicates=duplicates)
+
+
+def check_splits(data: Interactions, path: Path, held_out: bool, test_fraction: float) -> None:
+    """Refuse an empty validation or test split, saying why it is empty."""
+    if data.valid.nnz + data.test.nnz == 0:
+        if held_out:
+            need = math.ceil(1 / test_fraction)
+            why = (
+                f"with test_fraction {test_fraction} a user needs at least {need} distinct items "
+                "to hold one out, and none has"
+            )
+        else:
+            why = "every pair of the test file is also in the train file (or the test file is empty)"
+        raise DataError(f"dataset {path} gives an empty test split: {why}")
+    most = int(np.diff((data.valid + data.test).tocsr().indptr).max())
+    if data.test.nnz == 0:
+        raise DataError(
+            f"dataset {path} gives an empty test split: validation takes ceil(1/3) of each user's "
+            f"held-out items, and no user has more than {most}; hold out more items per user"
+        )
+    if data.valid.nnz == 0:  # cannot happen while validation takes ceil(1/3) of a non-empty test
+        raise DataError(f"dataset {path} gives an empty validation split")

@@ -19,8 +19,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from legcf_core import artifacts as art
 from legcf_core.backbones import Backbone, graph_tensor
-from legcf_core.errors import ArtifactError, ConfigError
+from legcf_core.config import MAX_DIM, MAX_LAYERS, MAX_SEED
+from legcf_core.errors import ConfigError
 from legcf_core.graph import bipartite_adjacency
 from legcf_core.layers import EmbeddingLayer
 from legcf_core.registry import backbone_type, layer_type
@@ -104,21 +106,30 @@ def new_backbone(name: str, dim: int, layers: int, seed: int) -> Backbone:
 def stored_model_from_arrays(
     arrays: Mapping[str, np.ndarray], meta: Mapping[str, str], path: Path | str, n_entities: int
 ) -> StoredModel:
-    """Inverse of :meth:`StoredModel.arrays` with the header; legcf 0.1 files lack the
-    embedding and backbone fields and are LEGCF on LightGCN."""
-    embedding, backbone_name = meta.get("embedding", "legcf"), meta.get("backbone", "lightgcn")
-    try:
-        kind = layer_type(embedding)
-        dim, layers, seed = int(meta["dim"]), int(meta["layers"]), int(meta.get("seed", 0))
-        backbone = new_backbone(backbone_name, dim, layers, seed)
-    except ConfigError as exc:
-        raise ArtifactError(f"{path}: {exc}") from None
-    layer_arrays = {k: v for k, v in arrays.items() if not k.startswith((BACKBONE_PREFIX, *_NOT_LAYER))}
-    layer = kind.from_arrays(layer_arrays, meta, n_entities)
-    n = len(BACKBONE_PREFIX)
-    weights = {
-        k[n:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(BACKBONE_PREFIX)
-    }
+    """Inverse of :meth:`StoredModel.arrays` with the header, every part checked before
+    use (header fields, the layer's arrays, the backbone's weights); legcf 0.1 files
+    lack the embedding and backbone fields and are LEGCF on LightGCN."""
+    with art.checked(Path(path)):
+        embedding, backbone_name = meta.get("embedding", "legcf"), meta.get("backbone", "lightgcn")
+        try:
+            kind, backbone_kind = layer_type(embedding), backbone_type(backbone_name)
+        except ConfigError as exc:
+            raise art.Malformed(f"header field {exc.render()}") from None
+        dim = art.header_int(meta, "dim", 1, MAX_DIM)
+        layers = art.header_int(meta, "layers", 0, MAX_LAYERS)
+        seed = art.header_int(meta, "seed", 0, MAX_SEED, default=0)
+        layer_arrays = {k: v for k, v in arrays.items() if not k.startswith((BACKBONE_PREFIX, *_NOT_LAYER))}
+        layer = kind.from_arrays(layer_arrays, meta, n_entities)
+        n = len(BACKBONE_PREFIX)
+        shapes = {BACKBONE_PREFIX + k: v for k, v in backbone_kind.weight_shapes(dim, layers).items()}
+        unexpected = sorted(k for k in arrays if k.startswith(BACKBONE_PREFIX) and k not in shapes)
+        if unexpected:
+            raise art.Malformed(f"tensor {unexpected[0]!r} is no weight of a {layers}-layer {backbone_name}")
+        weights = {
+            name[n:]: torch.from_numpy(np.array(art.require(arrays, name, "float32", shape)))
+            for name, shape in shapes.items()
+        }
+    backbone = backbone_kind(dim, layers, seed)
     if weights:
         backbone.load_state_dict(weights)
     return StoredModel(layer, backbone, backbone_name, dim, layers, seed)

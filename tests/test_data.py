@@ -222,3 +222,85 @@ def test_property_holdout_split(sizes, fraction, seed):
         assert int((eu == index * 3 + 1).sum()) == math.floor(fraction * size)
     again = holdout_split(users, items, fraction, seed)
     assert all(np.array_equal(x, y) for x, y in zip(again, (tu, ti, eu, ei), strict=True))
+
+
+# ------------------------------------------- duplicates, ids, BOM, empty splits
+
+
+def test_duplicates_are_collapsed_before_the_holdout(tmp_path):
+    """Every pair twice used to give test = 0: the copy of a held-out pair stayed in train."""
+    pairs = [(u, 100 + i) for u in range(6) for i in range(10)]
+    once = load_dataset(write_pairs(tmp_path / "once.csv", pairs), seed=3)
+    twice = load_dataset(write_pairs(tmp_path / "twice.csv", [p for p in pairs for _ in range(2)]), seed=3)
+    assert (once.duplicates, twice.duplicates) == (0, len(pairs))
+    assert twice.test.nnz > 0
+    assert raw_pairs(twice, twice.test) == raw_pairs(once, once.test)  # the first copy keeps its place
+    assert not raw_pairs(twice, twice.train) & (raw_pairs(twice, twice.valid) | raw_pairs(twice, twice.test))
+
+
+def test_duplicates_are_counted_in_prepare(tmp_path):
+    from helpers import invoke_ok, read_manifest
+
+    write_lightgcn(tmp_path / "d" / "train.txt", ["0 1 2 2 3", "1 2 3 4", "1 4"])
+    write_lightgcn(tmp_path / "d" / "test.txt", ["0 4 5 5", "1 5"])
+    result = invoke_ok("prepare", tmp_path / "run", "--data", tmp_path / "d")
+    assert "duplicates" in result.stdout
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest["stages"]["prepare"]["metrics"]["duplicates"] == 3
+    assert manifest["dataset"]["duplicates"] == 3
+
+
+@pytest.mark.parametrize("token", ["1_000", "١٢", "１２", "12.0", "0x1f", "1e3", " "])
+def test_ids_are_ascii_integers_only(tmp_path, token):
+    write_pairs(tmp_path / "all.csv", [(0, 1), (0, 2), (1, 1), (1, 2), (1, 3)])
+    path = tmp_path / "all.csv"
+    path.write_text(path.read_text() + f"2,{token}\n", encoding="utf-8")
+    with pytest.raises(DataError, match="is not an integer"):
+        load_dataset(path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".txt"])
+def test_a_byte_order_mark_is_ignored(tmp_path, suffix):
+    rows = [(u, i) for u in range(4) for i in range(12)]
+    plain, marked = tmp_path / f"plain{suffix}", tmp_path / f"marked{suffix}"
+    if suffix == ".csv":
+        write_pairs(plain, rows)  # no header: the BOM sits before the first id
+    else:
+        write_lightgcn(plain, {u: list(range(12)) for u in range(4)})
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    a, b = load_dataset(plain, test_fraction=0.5), load_dataset(marked, test_fraction=0.5)
+    assert a.user_ids.tolist() == b.user_ids.tolist() == [0, 1, 2, 3]
+    assert (a.test != b.test).nnz == 0
+
+
+def test_empty_test_split_says_why(tmp_path):
+    few = write_pairs(tmp_path / "few.csv", [(u, i) for u in range(5) for i in range(4)])
+    with pytest.raises(DataError, match="empty test split.*at least 5 distinct items"):
+        load_dataset(few, test_fraction=0.2)
+    one_each = write_pairs(tmp_path / "one.csv", [(u, i) for u in range(5) for i in range(5)])
+    with pytest.raises(DataError, match="empty test split: validation takes ceil"):
+        load_dataset(one_each, test_fraction=0.2)
+    write_lightgcn(tmp_path / "d" / "train.txt", {0: [1, 2], 1: [2, 3]})
+    write_lightgcn(tmp_path / "d" / "test.txt", {0: [1], 1: [3]})
+    with pytest.raises(DataError, match="also in the train file"):
+        load_dataset(tmp_path / "d")
+
+
+def test_prepare_refuses_an_empty_split_and_writes_nothing(tmp_path):
+    from helpers import assert_clean_error, invoke
+
+    data = write_pairs(tmp_path / "twice.csv", [(u, i) for u in range(5) for i in range(3)] * 2)
+    assert_clean_error(invoke("prepare", tmp_path / "run", "--data", data), "empty test split")
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_refuses_an_empty_split(tmp_path, trained_run):
+    """A data file written before empty splits were refused: evaluate says so, no 0 users."""
+    from helpers import assert_clean_error, copy_run, invoke, rewrite_tensors, tensor_file
+
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    tensors, meta = tensor_file(run_dir / "data.safetensors")
+    tensors["test.indptr"] = np.zeros_like(tensors["test.indptr"])
+    tensors["test.indices"] = tensors["test.indices"][:0]
+    rewrite_tensors(run_dir / "data.safetensors", tensors, meta)
+    assert_clean_error(invoke("evaluate", run_dir, "--model", "refine"), "test split", "empty")

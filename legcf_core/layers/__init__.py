@@ -22,6 +22,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from legcf_core import artifacts as art
+from legcf_core.config import MAX_DIM
+
 
 @dataclass(frozen=True)
 class LayerSize:
@@ -173,3 +176,27 @@ def xavier_uniform(rows: int, dim: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     bound = (6.0 / (rows + dim)) ** 0.5
     return (torch.rand(rows, dim, generator=generator) * 2 - 1) * bound
+
+
+def stored_dim(header: Mapping[str, str]) -> int:
+    """The model's d from a file's header (checked: an integer in 1..MAX_DIM)."""
+    return art.header_int(header, "dim", 1, MAX_DIM)
+
+
+def stored_table(arrays: Mapping[str, np.ndarray], name: str, rows: int | None, dim: int) -> torch.Tensor:
+    """A stored float32 ``rows x dim`` table (``rows`` None: any), checked, as a tensor.
+
+    Every layer's ``from_arrays`` reads its tables through this (or
+    :func:`legcf_core.artifacts.require` / ``csr_from_arrays``), so a file with a
+    missing, mistyped, misshapen or non-finite table is refused before any use.
+    """
+    table = art.require(arrays, name, "float32", (rows, dim))
+    if table.shape[0] < 1:
+        raise art.Malformed(f"tensor {name!r} has no rows")
+    return torch.from_numpy(np.array(table))
+
+
+def check_row_count(header: Mapping[str, str], key: str, name: str, rows: int) -> None:
+    """A header field that records a table's row count (if present) must match the table."""
+    if art.header_int(header, key, 1, default=rows) != rows:
+        raise art.Malformed(f"header field {key!r} says {header[key]}, tensor {name!r} has {rows} rows")

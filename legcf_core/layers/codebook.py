@@ -19,7 +19,14 @@ from legcf_core import artifacts as art
 from legcf_core.assignment import update_assignment
 from legcf_core.graph import expanded_adjacency, normalize_symmetric
 from legcf_core.inspection import describe, embedding_bytes, embedding_params
-from legcf_core.layers import EmbeddingLayer, LayerSize, xavier_uniform
+from legcf_core.layers import (
+    EmbeddingLayer,
+    LayerSize,
+    check_row_count,
+    stored_dim,
+    stored_table,
+    xavier_uniform,
+)
 from legcf_core.propagation import linear_operator, stacked_input, to_torch_csr
 
 OPERATOR_COST_RATIO = 32
@@ -117,9 +124,13 @@ class CodebookLayer(EmbeddingLayer):
     def from_arrays(
         cls, arrays: Mapping[str, np.ndarray], header: Mapping[str, str], n_entities: int
     ) -> CodebookLayer:
-        assignment = art.csr_from_arrays("assignment", arrays).astype(np.float32)
-        codebook = torch.from_numpy(np.array(arrays["codebook"]))
-        return cls(codebook, assignment, int(header.get("per_entity", 0)))
+        codebook = stored_table(arrays, "codebook", None, stored_dim(header))
+        c = codebook.shape[0]
+        check_row_count(header, "codebook_size", "codebook", c)
+        assignment = art.csr_from_arrays("assignment", arrays, (n_entities, c), with_data=True)
+        widest = int(np.diff(assignment.indptr).max(initial=1))
+        per_entity = art.header_int(header, "per_entity", 1, c, default=max(widest, 1))
+        return cls(codebook, assignment.astype(np.float32), per_entity)
 
     def refine_start(self) -> CodebookLayer:
         return self

@@ -9,7 +9,14 @@ import numpy as np
 import torch
 
 from legcf_core.errors import ConfigError
-from legcf_core.layers import EmbeddingLayer, LayerSize, common_summary, xavier_uniform
+from legcf_core.layers import (
+    EmbeddingLayer,
+    LayerSize,
+    common_summary,
+    stored_dim,
+    stored_table,
+    xavier_uniform,
+)
 
 
 class FullLayer(EmbeddingLayer):
@@ -48,4 +55,4 @@ class FullLayer(EmbeddingLayer):
     def from_arrays(
         cls, arrays: Mapping[str, np.ndarray], header: Mapping[str, str], n_entities: int
     ) -> FullLayer:
-        return cls(torch.from_numpy(np.array(arrays["weight"])))
+        return cls(stored_table(arrays, "weight", n_entities, stored_dim(header)))

@@ -24,6 +24,7 @@ from legcf_core.layers import (
     PretrainSession,
     Trained,
     common_summary,
+    stored_dim,
     xavier_uniform,
 )
 
@@ -171,12 +172,13 @@ class PrunedLayer(EmbeddingLayer):
     def from_arrays(
         cls, arrays: Mapping[str, np.ndarray], header: Mapping[str, str], n_entities: int
     ) -> PrunedLayer:
-        pattern = art.csr_from_arrays("pattern", arrays).astype(np.float32)
-        values = torch.from_numpy(np.array(arrays["values"]))
-        initial = (
-            np.array(arrays["initial_values"]) if "initial_values" in arrays else np.array(arrays["values"])
-        )
-        return cls(pattern, values, initial, int(header.get("budget", 0)))
+        pattern = art.csr_from_arrays("pattern", arrays, (n_entities, stored_dim(header)), with_data=False)
+        values = np.array(art.require(arrays, "values", "float32", (pattern.nnz,)))
+        initial = values
+        if "initial_values" in arrays:
+            initial = np.array(art.require(arrays, "initial_values", "float32", (pattern.nnz,)))
+        budget = art.header_int(header, "budget", 0, default=0)
+        return cls(pattern.astype(np.float32), torch.from_numpy(values), initial, budget)
 
     def refine_start(self) -> PrunedLayer:
         """The same pattern, back at its initial values (PEP's retraining)."""

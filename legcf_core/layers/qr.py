@@ -13,8 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from legcf_core import artifacts as art
 from legcf_core.errors import ConfigError
-from legcf_core.layers import EmbeddingLayer, LayerSize, common_summary
+from legcf_core.layers import (
+    EmbeddingLayer,
+    LayerSize,
+    check_row_count,
+    common_summary,
+    stored_dim,
+    stored_table,
+)
 
 
 def qr_remainders(n_entities: int, dim: int, budget: int) -> int:
@@ -90,5 +98,12 @@ class QRLayer(EmbeddingLayer):
     def from_arrays(
         cls, arrays: Mapping[str, np.ndarray], header: Mapping[str, str], n_entities: int
     ) -> QRLayer:
-        q, r = (torch.from_numpy(np.array(arrays[name])) for name in ("quotient", "remainder"))
-        return cls(q, r, n_entities, int(header.get("budget", 0)))
+        dim = stored_dim(header)
+        q, r = (stored_table(arrays, name, None, dim) for name in ("quotient", "remainder"))
+        check_row_count(header, "quotients", "quotient", q.shape[0])
+        check_row_count(header, "remainders", "remainder", r.shape[0])
+        if q.shape[0] * r.shape[0] < n_entities:
+            raise art.Malformed(
+                f"{q.shape[0]} quotient and {r.shape[0]} remainder rows cannot cover {n_entities} entities"
+            )
+        return cls(q, r, n_entities, art.header_int(header, "budget", 0, default=0))

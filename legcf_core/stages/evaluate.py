@@ -10,7 +10,7 @@ import torch
 
 from legcf_core import artifacts as art
 from legcf_core.config import DEFAULT_KS, check_split
-from legcf_core.errors import ConfigError
+from legcf_core.errors import ConfigError, DataError
 from legcf_core.evaluation import evaluate
 from legcf_core.model import propagated_embeddings
 from legcf_core.progress import Reporter, SilentReporter
@@ -33,24 +33,32 @@ def evaluate_run(
     check_split(split)
     if not ks or min(ks) < 1:
         raise ConfigError("k", f"must be >= 1 for every cut-off, got {list(ks)}")
-    data = load_data(run)
-    chosen = load_model(run, which, data.n_entities, reporter)
-    started = time.perf_counter()
-    h = propagated_embeddings(chosen.model, data.train, data.n_users, device)
-    truth = data.split(split)
-    task = reporter.task(f"evaluating {split}", int((np.diff(truth.indptr) > 0).sum()))
-    metrics = evaluate(
-        h[: data.n_users], h[data.n_users :], data.train, truth, ks, on_block=lambda n: task.advance(n)
-    )
-    task.close()
-    result = {
-        "split": split,
-        "model": chosen.source,
-        "trained_by": chosen.trained_by,
-        **rounded(metrics),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    evaluations = dict(run.load_manifest().get("stages", {}).get("evaluate", {}).get("results", {}))
-    evaluations[f"{chosen.source}/{split}"] = {**result, "inputs": run.inputs(art.STAGE_FILES[chosen.source])}
-    run.record("evaluate", {"results": evaluations, "inputs": {}, "outputs": {}})
-    return result
+    with run.writing("evaluate"):
+        data = load_data(run)
+        chosen = load_model(run, which, data.n_entities, reporter)
+        started = time.perf_counter()
+        h = propagated_embeddings(chosen.model, data.train, data.n_users, device)
+        truth = data.split(split)
+        users = int((np.diff(truth.indptr) > 0).sum())
+        if users == 0:
+            raise DataError(
+                f"the {split} split of {run.path} is empty: no user has a held-out item to rank; "
+                "prepare the data again with this legcf (it refuses empty splits)"
+            )
+        task = reporter.task(f"evaluating {split}", users)
+        metrics = evaluate(
+            h[: data.n_users], h[data.n_users :], data.train, truth, ks, on_block=lambda n: task.advance(n)
+        )
+        task.close()
+        result = {
+            "split": split,
+            "model": chosen.source,
+            "trained_by": chosen.trained_by,
+            **rounded(metrics),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        evaluations = dict(run.load_manifest()["stages"].get("evaluate", {}).get("results", {}))
+        inputs = run.inputs(art.STAGE_FILES[chosen.source])
+        evaluations[f"{chosen.source}/{split}"] = {**result, "inputs": inputs}
+        run.record("evaluate", {"results": evaluations, "inputs": {}, "outputs": {}})
+        return result

@@ -21,46 +21,47 @@ CPU = torch.device("cpu")
 
 def export(run: art.RunDir, output: Path | None = None, which: str = "auto") -> dict[str, Any]:
     """Write ``model.safetensors`` (or ``output``); record its checksum in the manifest."""
-    data = load_data(run)
-    chosen = load_model(run, which, data.n_entities)
-    model = chosen.model
-    output = Path(output) if output is not None else run.file(art.EXPORT_FILE)
-    meta = art.header(
-        "export",
-        dataset=run.load_manifest()["dataset"]["fingerprint"],
-        n_users=data.n_users,
-        n_items=data.n_items,
-        params=model.stored_params(),
-        made_by=chosen.trained_by,
-        **model.header(),
-    )
-    tensors = {
-        **model.arrays(export=True),
-        **art.csr_arrays("train", data.train, with_data=False),
-        "user_ids": data.user_ids,
-        "item_ids": data.item_ids,
-    }
-    digest = art.write_tensors(output, tensors, meta)
-    result = {
-        "path": str(output),
-        "bytes": output.stat().st_size,
-        "params": model.stored_params(),
-        "embedding_bytes": model.stored_bytes(),
-        "embedding": model.embedding,
-        "backbone": model.backbone_name,
-        "model": chosen.source,
-    }
-    run.record(
-        "export",
-        {
-            "inputs": run.inputs(art.DATA_FILE),
-            "outputs": {},
-            "file": str(output),
-            "sha256": digest,
-            "metrics": result,
-        },
-    )
-    return result
+    with run.writing("export"):
+        data = load_data(run)
+        chosen = load_model(run, which, data.n_entities)
+        model = chosen.model
+        output = Path(output) if output is not None else run.file(art.EXPORT_FILE)
+        meta = art.header(
+            "export",
+            dataset=run.load_manifest()["dataset"]["fingerprint"],
+            n_users=data.n_users,
+            n_items=data.n_items,
+            params=model.stored_params(),
+            made_by=chosen.trained_by,
+            **model.header(),
+        )
+        tensors = {
+            **model.arrays(export=True),
+            **art.csr_arrays("train", data.train, with_data=False),
+            "user_ids": data.user_ids,
+            "item_ids": data.item_ids,
+        }
+        digest = art.write_tensors(output, tensors, meta)
+        result = {
+            "path": str(output),
+            "bytes": output.stat().st_size,
+            "params": model.stored_params(),
+            "embedding_bytes": model.stored_bytes(),
+            "embedding": model.embedding,
+            "backbone": model.backbone_name,
+            "model": chosen.source,
+        }
+        run.record(
+            "export",
+            {
+                "inputs": run.inputs(art.DATA_FILE),
+                "outputs": {},
+                "file": str(output),
+                "sha256": digest,
+                "metrics": result,
+            },
+        )
+        return result
 
 
 @dataclass
@@ -83,13 +84,14 @@ class ExportedModel:
 
 
 def load_export(path: Path) -> ExportedModel:
-    tensors, meta = art.read_tensors(Path(path), kind="export")
-    train = art.csr_from_arrays("train", tensors).astype(np.float32)
-    return ExportedModel(
-        stored_model_from_arrays(tensors, meta, path, train.shape[0] + train.shape[1]),
-        train,
-        int(meta["n_users"]),
-        tensors["user_ids"],
-        tensors["item_ids"],
-        meta["made_by"],
-    )
+    """An exported model, every array and header field checked before use."""
+    path = Path(path)
+    tensors, meta = art.read_tensors(path, kind="export")
+    with art.checked(path):
+        n_users, n_items = art.header_int(meta, "n_users", 1), art.header_int(meta, "n_items", 1)
+        train = art.csr_from_arrays("train", tensors, (n_users, n_items), with_data=False)
+        user_ids = art.ids_array(tensors, "user_ids", n_users)
+        item_ids = art.ids_array(tensors, "item_ids", n_items)
+        made_by = art.header_choice(meta, "made_by", ("pretrain", "refine"))
+    model = stored_model_from_arrays(tensors, meta, path, n_users + n_items)
+    return ExportedModel(model, train.astype(np.float32), n_users, user_ids, item_ids, made_by)

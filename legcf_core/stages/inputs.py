@@ -19,29 +19,53 @@ SPLITS = ("train", "valid", "test")
 
 
 def load_data(run: art.RunDir) -> Interactions:
-    """The run's prepared interactions, checked against the manifest."""
+    """The run's prepared interactions, checked against the manifest and for shape."""
     run.stage("prepare")
     path = run.file(art.DATA_FILE)
     tensors, meta = art.read_tensors(path, kind="interactions")
     run.check_dataset(meta, path)
-    splits = {name: art.csr_from_arrays(name, tensors).astype(np.float32) for name in SPLITS}
-    return Interactions(
-        splits["train"], splits["valid"], splits["test"], tensors["user_ids"], tensors["item_ids"]
-    )
+    with art.checked(path):
+        return interactions_from_arrays(tensors, meta)
 
 
-def load_initial_assignment(run: art.RunDir) -> tuple[sp.csr_matrix, dict[str, Any]]:
-    """S0 and the partition stage's config."""
+def interactions_from_arrays(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> Interactions:
+    """Inverse of what prepare writes: three U x I CSR splits and the raw ids."""
+    n_users, n_items = art.header_int(meta, "n_users", 1), art.header_int(meta, "n_items", 1)
+    user_ids = art.ids_array(tensors, "user_ids", n_users)
+    item_ids = art.ids_array(tensors, "item_ids", n_items)
+    splits = {
+        name: art.csr_from_arrays(name, tensors, (n_users, n_items), with_data=False).astype(np.float32)
+        for name in SPLITS
+    }
+    return Interactions(splits["train"], splits["valid"], splits["test"], user_ids, item_ids)
+
+
+def load_initial_assignment(run: art.RunDir, n_entities: int) -> tuple[sp.csr_matrix, dict[str, Any]]:
+    """S0 (N x c) and the partition stage's config."""
     entry = run.stage("partition")
+    tensors, meta = _read_partition(run)
+    with art.checked(run.file(art.PARTITION_FILE)):
+        c = art.header_int(meta, "codebook_size", 1, n_entities)
+        assignment = art.csr_from_arrays("assignment", tensors, (n_entities, c), with_data=True)
+    return assignment.astype(np.float32), entry["config"]
+
+
+def load_partition_parts(run: art.RunDir, n_entities: int) -> np.ndarray:
+    """Each entity's METIS (or random) part: its anchor in S0."""
+    tensors, meta = _read_partition(run)
+    with art.checked(run.file(art.PARTITION_FILE)):
+        parts = art.require(tensors, "parts", "int64", (n_entities,))
+        c = art.header_int(meta, "codebook_size", 1)
+        if parts.size and (parts.min() < 0 or parts.max() >= c):
+            raise art.Malformed(f"tensor 'parts' holds parts outside 0..{c - 1}")
+    return parts
+
+
+def _read_partition(run: art.RunDir) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     path = run.file(art.PARTITION_FILE)
     tensors, meta = art.read_tensors(path, kind="assignment")
     run.check_dataset(meta, path)
-    return art.csr_from_arrays("assignment", tensors).astype(np.float32), entry["config"]
-
-
-def load_partition_parts(run: art.RunDir) -> np.ndarray:
-    """Each entity's METIS (or random) part: its anchor in S0."""
-    return art.read_tensors(run.file(art.PARTITION_FILE), kind="assignment")[0]["parts"]
+    return tensors, meta
 
 
 def load_trained(
@@ -57,8 +81,17 @@ def load_trained(
     tensors, meta = art.read_tensors(path)
     run.check_dataset(meta, path)
     model = stored_model_from_arrays(tensors, meta, path, n_entities)
+    if stage == "refine":
+        with art.checked(path):
+            art.header_choice(meta, "kept", ("pretrain", "refine"))
     if stage == "pretrain" and model.layer.uses_partition:  # pretrain trains with S0 fixed
-        model.layer.set_assignment(load_initial_assignment(run)[0])
+        initial = load_initial_assignment(run, n_entities)[0]
+        if initial.shape != model.layer.assignment.shape:
+            raise ArtifactError(
+                f"{path} has {model.layer.assignment.shape[1]} meta-embeddings, the partition "
+                f"{initial.shape[1]}; rerun 'legcf pretrain'"
+            )
+        model.layer.set_assignment(initial)
     return model, meta, entry
 
 

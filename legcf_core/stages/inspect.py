@@ -35,7 +35,8 @@ def inspect_run(run: art.RunDir, which: str) -> dict[str, Any]:
     chosen = load_model(run, which, data.n_entities)
     layer = chosen.model.layer
     if layer.uses_partition and chosen.trained_by == "pretrain":
-        layer.known_anchors = load_partition_parts(run)  # S is still S0: its anchors are the parts
+        # S is still S0: its anchors are the parts
+        layer.known_anchors = load_partition_parts(run, data.n_entities)
     result = summary(chosen.model, data.n_users)
     result["source"] = f"run:{chosen.source}"
     if layer.uses_partition:

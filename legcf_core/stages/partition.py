@@ -27,37 +27,38 @@ def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | Non
     """Anchors from a METIS (or random) partition into c parts, then S0; writes the CSR file."""
     reporter = reporter or SilentReporter()
     config.check()
-    data = load_data(run)
-    check_sizes(data.n_entities, config.codebook_size, config.per_entity)
-    check_anchor_weight(config.anchor_weight, config.per_entity)
-    started = time.perf_counter()
-    task = reporter.task(f"{config.init} partition into {config.codebook_size} parts", None)
-    if config.init == "metis":
-        parts = metis_partition(bipartite_adjacency(data.train), config.codebook_size, config.seed)
-    else:
-        parts = random_partition(data.n_entities, config.codebook_size, config.seed)
-    task.close()
-    assignment = initial_assignment(
-        parts.parts, config.codebook_size, config.per_entity, config.anchor_weight, config.seed
-    )
-    sizes = np.bincount(parts.parts, minlength=config.codebook_size)
-    metrics = {
-        "edge_cut": parts.edge_cut,
-        "edges": int(data.train.nnz),
-        "balance": round(float(sizes.max() / sizes.mean()), 4),
-        "empty_parts": int((sizes == 0).sum()),
-    }
-    digest = run.load_manifest()["dataset"]["fingerprint"]
-    tensors = {"parts": parts.parts, **art.csr_arrays("assignment", assignment)}
-    meta = art.header("assignment", dataset=digest, **asdict(config))
-    out = art.write_tensors(run.file(art.PARTITION_FILE), tensors, meta)
-    record_stage(
-        run,
-        "partition",
-        config=asdict(config),
-        inputs=(art.DATA_FILE,),
-        outputs={art.PARTITION_FILE: out},
-        metrics=metrics,
-        started=started,
-    )
-    return metrics
+    with run.writing("partition"):
+        data = load_data(run)
+        check_sizes(data.n_entities, config.codebook_size, config.per_entity)
+        check_anchor_weight(config.anchor_weight, config.per_entity)
+        started = time.perf_counter()
+        task = reporter.task(f"{config.init} partition into {config.codebook_size} parts", None)
+        if config.init == "metis":
+            parts = metis_partition(bipartite_adjacency(data.train), config.codebook_size, config.seed)
+        else:
+            parts = random_partition(data.n_entities, config.codebook_size, config.seed)
+        task.close()
+        assignment = initial_assignment(
+            parts.parts, config.codebook_size, config.per_entity, config.anchor_weight, config.seed
+        )
+        sizes = np.bincount(parts.parts, minlength=config.codebook_size)
+        metrics = {
+            "edge_cut": parts.edge_cut,
+            "edges": int(data.train.nnz),
+            "balance": round(float(sizes.max() / sizes.mean()), 4),
+            "empty_parts": int((sizes == 0).sum()),
+        }
+        digest = run.load_manifest()["dataset"]["fingerprint"]
+        tensors = {"parts": parts.parts, **art.csr_arrays("assignment", assignment)}
+        meta = art.header("assignment", dataset=digest, **asdict(config))
+        out = art.write_tensors(run.file(art.PARTITION_FILE), tensors, meta)
+        record_stage(
+            run,
+            "partition",
+            config=asdict(config),
+            inputs=(art.DATA_FILE,),
+            outputs={art.PARTITION_FILE: out},
+            metrics=metrics,
+            started=started,
+        )
+        return metrics

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from legcf_core import artifacts as art
+from legcf_core.config import PrepareConfig
 from legcf_core.data import Interactions, dataset_files, load_dataset
 from legcf_core.progress import Reporter, SilentReporter
 from legcf_core.stages.inputs import SPLITS
@@ -36,6 +37,7 @@ def prepare(
 ) -> dict[str, Any]:
     """Read, validate and split a dataset; write ``data.safetensors`` and start the manifest."""
     reporter = reporter or SilentReporter()
+    PrepareConfig(seed, test_fraction).check()
     started = time.perf_counter()
     task = reporter.task("reading dataset", None)
     data = load_dataset(Path(data_path), test_fraction=test_fraction, seed=seed)
@@ -45,25 +47,33 @@ def prepare(
     for name in SPLITS:
         tensors.update(art.csr_arrays(name, data.split(name), with_data=False))
     meta = art.header("interactions", dataset=digest, n_users=data.n_users, n_items=data.n_items)
-    out = art.write_tensors(run.file(art.DATA_FILE), tensors, meta)
     summary = {
         "users": data.n_users,
         "items": data.n_items,
         "train": int(data.train.nnz),
         "valid": int(data.valid.nnz),
         "test": int(data.test.nnz),
+        "duplicates": data.duplicates,
     }
     source = str(Path(data_path).resolve())
-    run.record(
-        "prepare",
-        {
-            "config": {"data": source, "seed": seed, "test_fraction": test_fraction},
-            "inputs": {},
-            "sources": {str(p.resolve()): art.sha256_file(p) for p in dataset_files(Path(data_path))},
-            "outputs": {art.DATA_FILE: out},
-            "metrics": summary,
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-        dataset={"fingerprint": digest, "source": source, **summary},
-    )
+    sources = {str(p.resolve()): art.sha256_file(p) for p in dataset_files(Path(data_path))}
+    with run.writing("prepare", create=True):
+        if run.set_aside_malformed_manifest():
+            reporter.note(
+                f"{art.MANIFEST} was malformed: kept it as {art.MALFORMED_MANIFEST} and started a new one; "
+                "rerun the later stages"
+            )
+        out = art.write_tensors(run.file(art.DATA_FILE), tensors, meta)
+        run.record(
+            "prepare",
+            {
+                "config": {"data": source, "seed": seed, "test_fraction": test_fraction},
+                "inputs": {},
+                "sources": sources,
+                "outputs": {art.DATA_FILE: out},
+                "metrics": summary,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+            dataset={"fingerprint": digest, "source": source, **summary},
+        )
     return summary

@@ -31,50 +31,55 @@ def pretrain(
     config.check()
     kind = layer_type(config.embedding)
     backbone_entry(config.backbone)  # an unknown backbone fails before any work
-    data = load_data(run)
-    size, config, inputs = layer_size(run, config, kind, data, reporter)
-    started = time.perf_counter()
-    model = StoredModel(
-        kind.create(size),
-        new_backbone(config.backbone, config.dim, config.layers, config.train.seed),
-        config.backbone,
-        config.dim,
-        config.layers,
-        config.train.seed,
-    )
-    if size.budget is not None:
-        sizing = {k: v for k, v in model.layer.header().items() if k != "budget"}
-        chosen = "" if not sizing else ": " + ", ".join(f"{k} {v}" for k, v in sizing.items())
-        reporter.note(
-            f"{config.embedding} budget {size.budget:,} parameters ({budget_source(run, config)}){chosen}"
+    with run.writing("pretrain"):
+        data = load_data(run)
+        size, config, inputs = layer_size(run, config, kind, data, reporter)
+        started = time.perf_counter()
+        model = StoredModel(
+            kind.create(size),
+            new_backbone(config.backbone, config.dim, config.layers, config.train.seed),
+            config.backbone,
+            config.dim,
+            config.layers,
+            config.train.seed,
         )
-    trained = model.layer.pretrain(Session(model, data, config.train, device, reporter, "pretrain"))
-    model.layer = trained.layer
-    digest = run.load_manifest()["dataset"]["fingerprint"]
-    meta = art.header(model.layer.stored_kind, dataset=digest, **model.header())
-    out = art.write_tensors(run.file(art.PRETRAIN_FILE), model.arrays(), meta)
-    metrics = {"best_epoch": trained.best_epoch, **rounded(trained.valid), "params": model.stored_params()}
-    recorded = {
-        "dim": config.dim,
-        "layers": config.layers,
-        "embedding": config.embedding,
-        "backbone": config.backbone,
-        "budget": size.budget if size.budget is not None else config.budget,
-        **asdict(config.train),
-        "device": str(device),
-    }
-    record_stage(
-        run,
-        "pretrain",
-        config=recorded,
-        inputs=inputs,
-        outputs={art.PRETRAIN_FILE: out},
-        metrics=metrics,
-        started=started,
-        history=history_rows(trained.history),
-        **trained.manifest,
-    )
-    return metrics
+        if size.budget is not None:
+            sizing = {k: v for k, v in model.layer.header().items() if k != "budget"}
+            chosen = "" if not sizing else ": " + ", ".join(f"{k} {v}" for k, v in sizing.items())
+            reporter.note(
+                f"{config.embedding} budget {size.budget:,} parameters ({budget_source(run, config)}){chosen}"
+            )
+        trained = model.layer.pretrain(Session(model, data, config.train, device, reporter, "pretrain"))
+        model.layer = trained.layer
+        digest = run.load_manifest()["dataset"]["fingerprint"]
+        meta = art.header(model.layer.stored_kind, dataset=digest, **model.header())
+        out = art.write_tensors(run.file(art.PRETRAIN_FILE), model.arrays(), meta)
+        metrics = {
+            "best_epoch": trained.best_epoch,
+            **rounded(trained.valid),
+            "params": model.stored_params(),
+        }
+        recorded = {
+            "dim": config.dim,
+            "layers": config.layers,
+            "embedding": config.embedding,
+            "backbone": config.backbone,
+            "budget": size.budget if size.budget is not None else config.budget,
+            **asdict(config.train),
+            "device": str(device),
+        }
+        record_stage(
+            run,
+            "pretrain",
+            config=recorded,
+            inputs=inputs,
+            outputs={art.PRETRAIN_FILE: out},
+            metrics=metrics,
+            started=started,
+            history=history_rows(trained.history),
+            **trained.manifest,
+        )
+        return metrics
 
 
 def layer_size(
@@ -83,7 +88,7 @@ def layer_size(
     """What the fresh layer is built from, the config with any width a budget sets, and the files read."""
     seed, n = config.train.seed, data.n_entities
     if kind.uses_partition:
-        assignment, part_config = load_initial_assignment(run)
+        assignment, part_config = load_initial_assignment(run, n)
         size = LayerSize(n, config.dim, seed, assignment=assignment, per_entity=part_config["per_entity"])
         return size, config, (art.DATA_FILE, art.PARTITION_FILE)
     if kind.sized_by_budget:

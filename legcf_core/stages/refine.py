@@ -26,8 +26,55 @@ def refine(
     ``kept`` says which, and ``improved`` whether refine beat pretrain."""
     reporter = reporter or SilentReporter()
     config.check()
-    data = load_data(run)
-    pretrained, meta, pretrain_entry = load_trained(run, "pretrain", data.n_entities)
+    with run.writing("refine"):
+        data = load_data(run)
+        pretrained, meta, pretrain_entry = load_trained(run, "pretrain", data.n_entities)
+        model = refine_start(pretrained)
+        start_layer = model.layer
+        pretrain_valid = {
+            k: v for k, v in pretrain_entry["metrics"].items() if k not in ("best_epoch", "params")
+        }
+        baseline = (pretrain_valid, pretrained.state(), pretrained.layer.assignment)
+        started = time.perf_counter()
+        update_every = config.update_every if start_layer.updates_assignment else None
+        session = Session(model, data, config.train, device, reporter, "refine")
+        result = session.train(start_layer, update_every, baseline)
+        improved = result.best_epoch > 0
+        if not improved:
+            reporter.note(
+                f"refine did not beat pretrain on validation {VALIDATION_METRIC} "
+                f"({pretrain_valid[VALIDATION_METRIC]:.4f}); keeping the pretrained model"
+            )
+        kept = "refine" if improved else "pretrain"
+        out_meta = art.header("model", dataset=meta["dataset"], kept=kept, **model.header())
+        out = art.write_tensors(run.file(art.REFINE_FILE), model.arrays(), out_meta)
+        metrics = {"best_epoch": result.best_epoch, **rounded(result.best_valid)}
+        inputs = (
+            (art.DATA_FILE, art.PARTITION_FILE, art.PRETRAIN_FILE)
+            if start_layer.uses_partition
+            else (art.DATA_FILE, art.PRETRAIN_FILE)
+        )
+        record_stage(
+            run,
+            "refine",
+            config={"update_every": config.update_every, **asdict(config.train), "device": str(device)},
+            inputs=inputs,
+            outputs={art.REFINE_FILE: out},
+            metrics=metrics,
+            started=started,
+            kept=kept,
+            improved=improved,
+            **{"pretrain_" + VALIDATION_METRIC: pretrain_valid[VALIDATION_METRIC]},
+            rows_kept_at_update=[log.kept_rows for log in result.history if log.updated],
+            history=history_rows(result.history),
+            stopped_early=result.stopped_early,
+        )
+        return {**metrics, "kept": kept, "improved": improved}
+
+
+def refine_start(pretrained: StoredModel) -> StoredModel:
+    """What refine trains: the layer's refine start (LEGCF: itself; PEP: the pruned pattern at its
+    initial values) on the pretrained backbone, or a fresh one where the layer asks for it."""
     start_layer = pretrained.layer.refine_start()
     if start_layer is None:
         raise ConfigError(
@@ -35,46 +82,9 @@ def refine(
             f"{pretrained.embedding} has nothing to refine (only layers with an assignment or a pruned "
             "table do); evaluate its pretrain model",
         )
-    pretrain_valid = {k: v for k, v in pretrain_entry["metrics"].items() if k not in ("best_epoch", "params")}
-    baseline = (pretrain_valid, pretrained.state(), pretrained.layer.assignment)
     backbone = pretrained.backbone
     if start_layer.refine_fresh_backbone:
         backbone = new_backbone(pretrained.backbone_name, pretrained.dim, pretrained.layers, pretrained.seed)
-    model = StoredModel(
+    return StoredModel(
         start_layer, backbone, pretrained.backbone_name, pretrained.dim, pretrained.layers, pretrained.seed
     )
-    started = time.perf_counter()
-    update_every = config.update_every if start_layer.updates_assignment else None
-    session = Session(model, data, config.train, device, reporter, "refine")
-    result = session.train(start_layer, update_every, baseline)
-    improved = result.best_epoch > 0
-    if not improved:
-        reporter.note(
-            f"refine did not beat pretrain on validation {VALIDATION_METRIC} "
-            f"({pretrain_valid[VALIDATION_METRIC]:.4f}); keeping the pretrained model"
-        )
-    kept = "refine" if improved else "pretrain"
-    out_meta = art.header("model", dataset=meta["dataset"], kept=kept, **model.header())
-    out = art.write_tensors(run.file(art.REFINE_FILE), model.arrays(), out_meta)
-    metrics = {"best_epoch": result.best_epoch, **rounded(result.best_valid)}
-    inputs = (
-        (art.DATA_FILE, art.PARTITION_FILE, art.PRETRAIN_FILE)
-        if start_layer.uses_partition
-        else (art.DATA_FILE, art.PRETRAIN_FILE)
-    )
-    record_stage(
-        run,
-        "refine",
-        config={"update_every": config.update_every, **asdict(config.train), "device": str(device)},
-        inputs=inputs,
-        outputs={art.REFINE_FILE: out},
-        metrics=metrics,
-        started=started,
-        kept=kept,
-        improved=improved,
-        **{"pretrain_" + VALIDATION_METRIC: pretrain_valid[VALIDATION_METRIC]},
-        rows_kept_at_update=[log.kept_rows for log in result.history if log.updated],
-        history=history_rows(result.history),
-        stopped_early=result.stopped_early,
-    )
-    return {**metrics, "kept": kept, "improved": improved}

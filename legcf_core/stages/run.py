@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.config import PartitionConfig, PretrainConfig, RefineConfig
+from legcf_core.config import PartitionConfig, PrepareConfig, PretrainConfig, RefineConfig
 from legcf_core.layers.codebook import legcf_params
 from legcf_core.partition import check_sizes
 from legcf_core.progress import Reporter, SilentReporter
@@ -41,28 +41,34 @@ def run_all(
     then solved for).
     """
     reporter = reporter or SilentReporter()
+    for config in (PrepareConfig(partition_config.seed, test_fraction), partition_config, pretrain_config):
+        config.check()  # every setting, before any file is written
     kind = layer_type(pretrain_config.embedding)
-    backbone_entry(pretrain_config.backbone)
-    prepared = prepare(run, data_path, partition_config.seed, test_fraction, reporter)
-    if kind.uses_partition:
-        partition(run, partition_config, reporter)
-    elif pretrain_config.budget is None and (kind.sized_by_budget or match_budget):
-        entities = prepared["users"] + prepared["items"]
-        c, t = partition_config.codebook_size, partition_config.per_entity
-        check_sizes(entities, c, t)
-        pretrain_config = replace(pretrain_config, budget=legcf_params(entities, pretrain_config.dim, c, t))
-    pretrain(run, pretrain_config, device, reporter)
-    kept = "pretrain"
     if kind.refines:
-        kept = refine(run, refine_config, device, reporter)["kept"]
-    result = evaluate_run(run, "test", (10, 20), "auto", device, reporter)
-    exported = export(run)
-    return {
-        **result,
-        "embedding": pretrain_config.embedding,
-        "backbone": pretrain_config.backbone,
-        "kept": kept,
-        "params": exported["params"],
-        "embedding_bytes": exported["embedding_bytes"],
-        "model_file_bytes": exported["bytes"],
-    }
+        refine_config.check()
+    backbone_entry(pretrain_config.backbone)
+    with run.writing("run", create=True):  # one lock over every stage
+        prepared = prepare(run, data_path, partition_config.seed, test_fraction, reporter)
+        if kind.uses_partition:
+            partition(run, partition_config, reporter)
+        elif pretrain_config.budget is None and (kind.sized_by_budget or match_budget):
+            entities = prepared["users"] + prepared["items"]
+            c, t = partition_config.codebook_size, partition_config.per_entity
+            check_sizes(entities, c, t)
+            budget = legcf_params(entities, pretrain_config.dim, c, t)
+            pretrain_config = replace(pretrain_config, budget=budget)
+        pretrain(run, pretrain_config, device, reporter)
+        kept = "pretrain"
+        if kind.refines:
+            kept = refine(run, refine_config, device, reporter)["kept"]
+        result = evaluate_run(run, "test", (10, 20), "auto", device, reporter)
+        exported = export(run)
+        return {
+            **result,
+            "embedding": pretrain_config.embedding,
+            "backbone": pretrain_config.backbone,
+            "kept": kept,
+            "params": exported["params"],
+            "embedding_bytes": exported["embedding_bytes"],
+            "model_file_bytes": exported["bytes"],
+        }
