@@ -151,3 +151,33 @@ def test_fold_in_refuses_empty_and_unknown_items(full_run):
         served.recommend_for_items([], k=5)
     with pytest.raises(ConfigError, match="not in the model"):
         served.recommend_for_items([-1], k=5)
+
+
+def _corruptions(tensors, meta):
+    """One change at a time to a real compact file's arrays or header."""
+    yield "n_users", dict(tensors), {**meta, "n_users": "99999999"}
+    yield "dtype", dict(tensors), {**meta, "dtype": "float8"}
+    yield "no-weights", {k: v for k, v in tensors.items() if k != "weights"}, meta
+    columns = tensors["columns"].copy()
+    columns[0, 0] = 250
+    yield "column-range", {**tensors, "columns": columns}, meta
+    indptr = tensors["seen.indptr"].astype(np.int64)
+    indptr[1] = 10**9
+    yield "indptr", {**tensors, "seen.indptr": indptr}, meta
+    yield "weights-f64", {**tensors, "weights": tensors["weights"].astype(np.float64)}, meta
+    yield "nan", {**tensors, "meta_rows": np.full_like(tensors["meta_rows"], np.nan)}, meta
+
+
+def test_a_damaged_compact_file_is_one_line(trained_run, tmp_path):
+    from helpers import assert_clean_error, invoke
+
+    from legcf_core.artifacts import write_tensors
+
+    run = copy_run(trained_run, tmp_path / "run")
+    path = tmp_path / "compact.safetensors"
+    export_compact(RunDir(run), path)
+    tensors, meta = read_tensors(path, kind="compact")
+    for name, bad_tensors, bad_meta in _corruptions(tensors, meta):
+        bad = tmp_path / f"{name}.safetensors"
+        write_tensors(bad, bad_tensors, bad_meta)
+        assert_clean_error(invoke("recommend", bad, "--user", int(tensors.get("user_ids", [0])[0])), bad.name)

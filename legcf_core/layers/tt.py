@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from legcf_core import artifacts as art
 from legcf_core.errors import ArtifactError, ConfigError
 from legcf_core.layers import EmbeddingLayer, LayerSize, common_summary
 
@@ -275,14 +276,16 @@ class TTLayer(EmbeddingLayer):
                 _parse(header["dim_factors"], "dim_factors"),
             )
             rank = int(header["tt_rank"])
-            stored = [np.array(arrays[f"core{k}"]) for k in (1, 2, 3)]
         except (KeyError, ValueError) as problem:
-            raise ArtifactError(f"a TT model's header or arrays are incomplete: {problem}") from None
+            raise art.Malformed(f"a TT model's header is incomplete: {problem}") from None
+        if len(rows) != 3 or len(dims) != 3 or min(*rows, *dims) < 1 or not 1 <= rank <= 4096:
+            raise art.Malformed(f"TT factors {rows} x {dims} at rank {rank} are not three positive factors")
+        if math.prod(rows) < n_entities or ("dim" in header and str(math.prod(dims)) != header["dim"]):
+            raise art.Malformed(f"TT factors {rows} x {dims} do not cover {n_entities} entities at d")
         ranks = (1, rank, rank, 1)
         cores = []
-        for k, values in enumerate(stored):
+        for k in range(3):
             shape = (ranks[k], rows[k], dims[k], ranks[k + 1])
-            if values.size != math.prod(shape):
-                raise ArtifactError(f"TT core{k + 1} holds {values.size} numbers, the header says {shape}")
-            cores.append(torch.from_numpy(values).reshape(shape))
+            values = art.require(arrays, f"core{k + 1}", "float32", shape)
+            cores.append(torch.from_numpy(np.array(values)))
         return cls(tuple(cores), n_entities, int(header.get("budget", 0)))  # type: ignore[arg-type]

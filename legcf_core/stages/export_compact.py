@@ -17,7 +17,7 @@ import torch
 
 from legcf_core import artifacts as art
 from legcf_core.compact import compact_form, form_arrays, form_from_arrays, index_dtype
-from legcf_core.errors import ArtifactError, ConfigError
+from legcf_core.errors import ConfigError
 from legcf_core.model import node_outputs
 from legcf_core.recommender import FoldIn, Recommender
 from legcf_core.stages.inputs import load_data, load_model
@@ -111,13 +111,64 @@ def compact_tensors(form: Any, data: Any, dtype: str, keep_seen: bool) -> dict[s
     return tensors
 
 
+STORED = {
+    "float32": "float32",
+    "float16": "float16",
+    "bfloat16": "int16",
+}  # the dtype each precision is kept in
+
+
+def check_compact(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> tuple[int, int, str]:
+    """Raise ``Malformed`` unless the arrays are a compact model of the header's sizes."""
+    n_users, n_items = art.header_int(meta, "n_users", 1), art.header_int(meta, "n_items", 1)
+    dtype = art.header_choice(meta, "dtype", tuple(STORED))
+    n = n_users + n_items
+    if "rows" in tensors:
+        art.require(tensors, "rows", STORED[dtype], (n, None))
+    else:
+        meta_rows = art.require(tensors, "meta_rows", STORED[dtype], (None, None))
+        columns = tensors.get("columns")
+        if columns is None or columns.dtype.kind not in "iu" or columns.ndim != 2 or columns.shape[0] != n:
+            raise art.Malformed(f"tensor 'columns' must be {n} rows of integer meta-embedding indices")
+        if columns.size and (columns.min() < 0 or columns.max() >= meta_rows.shape[0]):
+            raise art.Malformed(f"tensor 'columns' holds indices outside 0..{meta_rows.shape[0] - 1}")
+        art.require(tensors, "weights", STORED[dtype], columns.shape)
+    _check_interactions(tensors, n_users, n_items)
+    for name, length in (("user_ids", n_users), ("item_ids", n_items)):
+        ids = tensors.get(name)
+        if ids is not None and (
+            ids.dtype.kind not in "iu" or ids.shape != (length,) or len(np.unique(ids)) != length
+        ):
+            raise art.Malformed(f"tensor {name!r} must hold {length} distinct integer ids")
+    return n_users, n_items, dtype
+
+
+def _check_interactions(tensors: dict[str, np.ndarray], n_users: int, n_items: int) -> None:
+    if "seen.indptr" not in tensors:
+        degrees = tensors.get("item_degrees")
+        if (
+            degrees is None
+            or degrees.dtype.kind not in "iu"
+            or degrees.shape != (n_items,)
+            or (degrees < 0).any()
+        ):
+            raise art.Malformed(f"a compact model without seen items needs {n_items} item degrees")
+        return
+    indptr, indices = tensors["seen.indptr"], tensors.get("seen.indices")
+    if indices is None or indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        raise art.Malformed("the seen items need integer 'seen.indptr' and 'seen.indices'")
+    steps = np.diff(indptr.astype(np.int64))
+    if indptr.shape != (n_users + 1,) or indptr[0] != 0 or (steps < 0).any() or indptr[-1] != indices.size:
+        raise art.Malformed(f"tensor 'seen.indptr' must rise from 0 to {indices.size} over {n_users} users")
+    if indices.size and indices.max() >= n_items:
+        raise art.Malformed(f"tensor 'seen.indices' holds items outside 0..{n_items - 1}")
+
+
 def load_compact(path: Path, device: torch.device = CPU) -> Recommender:
-    """A recommender from a compact file."""
+    """A recommender from a compact file, checked before any array is used."""
     tensors, meta = art.read_tensors(Path(path), kind="compact")
-    try:
-        n_users, n_items, dtype = int(meta["n_users"]), int(meta["n_items"]), meta["dtype"]
-    except (KeyError, ValueError):
-        raise ArtifactError(f"{path}: the header lacks n_users, n_items or dtype") from None
+    with art.checked(Path(path)):
+        n_users, n_items, dtype = check_compact(tensors, meta)
     form = form_from_arrays(tensors, dtype)
     h = torch.from_numpy(form.entity_rows()).to(device)
     seen, degrees = None, tensors.get("item_degrees")
