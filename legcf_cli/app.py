@@ -78,7 +78,11 @@ def main_options(
 
 
 def main() -> None:
-    app(prog_name="legcf")
+    try:
+        app(prog_name="legcf")
+    except KeyboardInterrupt:  # before a command's own boundary is in place (start-up)
+        typer.echo("error: interrupted; the files already written are intact", err=True)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

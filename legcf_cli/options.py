@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from legcf_core.config import DTYPES, INITS, MODEL_CHOICES, SPLITS
+from legcf_core.config import DTYPES, INITS, MAX_DIM, MAX_LAYERS, MAX_SEED, MODEL_CHOICES, SPLITS
 from legcf_core.experiments.sets import SETS
 from legcf_core.registry import BACKBONES, LAYERS
 
@@ -107,22 +107,33 @@ DataOpt = Annotated[
         help="Dataset: a directory with train/test files, or one CSV/TSV. Default: the shipped demo.",
     ),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for splits, sampling and initialization.")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed for splits, sampling and initialization.")
+]
 TestFractionOpt = Annotated[
-    float, typer.Option("--test-fraction", help="Per-user test share when --data is a single file.")
+    float,
+    typer.Option(
+        "--test-fraction", min=0.0, max=1.0, help="Per-user test share when --data is a single file."
+    ),
 ]
 
 # ------------------------------------------------------------ partition
 
-CodebookOpt = Annotated[int, typer.Option("--codebook-size", "-c", help="c: number of meta-embeddings.")]
-PerEntityOpt = Annotated[int, typer.Option("--per-entity", "-t", help="t: meta-embeddings per entity.")]
-AnchorOpt = Annotated[float, typer.Option("--anchor-weight", help="w*: initial weight of the anchor.")]
+CodebookOpt = Annotated[
+    int, typer.Option("--codebook-size", "-c", min=1, help="c: number of meta-embeddings.")
+]
+PerEntityOpt = Annotated[
+    int, typer.Option("--per-entity", "-t", min=1, help="t: meta-embeddings per entity.")
+]
+AnchorOpt = Annotated[
+    float, typer.Option("--anchor-weight", min=0.0, max=1.0, help="w*: initial weight of the anchor.")
+]
 InitOpt = Annotated[Init, typer.Option("--init", help="Initial anchors: a METIS or a random partition.")]
 
 # ---------------------------------------------------------------- model
 
-DimOpt = Annotated[int, typer.Option("--dim", "-d", help="d: embedding dimension.")]
-LayersOpt = Annotated[int, typer.Option("--layers", "-L", help="L: GNN layers.")]
+DimOpt = Annotated[int, typer.Option("--dim", "-d", min=1, max=MAX_DIM, help="d: embedding dimension.")]
+LayersOpt = Annotated[int, typer.Option("--layers", "-L", min=0, max=MAX_LAYERS, help="L: GNN layers.")]
 EmbeddingOpt = Annotated[
     Embedding,
     typer.Option(
@@ -140,46 +151,58 @@ BudgetOpt = Annotated[
     int | None,
     typer.Option(
         "--budget",
+        min=1,
         help="Parameters a layer sized by budget ("
         + ", ".join(e.name for e in LAYERS.values() if e.sized_by_budget)
         + ") may store; a full table takes the widest d that fits. Default: what LEGCF stores at c and t.",
     ),
 ]
-UpdateOpt = Annotated[int, typer.Option("--update-every", "-m", help="m: epochs between assignment updates.")]
+UpdateOpt = Annotated[
+    int, typer.Option("--update-every", "-m", min=1, help="m: epochs between assignment updates.")
+]
 
 # ------------------------------------------------------------- training
 
-EpochsOpt = Annotated[int, typer.Option("--epochs", help="Maximum number of epochs.")]
+EpochsOpt = Annotated[int, typer.Option("--epochs", min=1, help="Maximum number of epochs.")]
 BatchOpt = Annotated[
     int | None,
     typer.Option(
         "--batch-size",
+        min=1,
         help="Training positives per batch (16,384 on LightGCN for legcf and full, tuned; 65,536 otherwise).",
     ),
 ]
-NegOpt = Annotated[int, typer.Option("--negatives", help="Sampled negatives per positive.")]
+NegOpt = Annotated[int, typer.Option("--negatives", min=1, help="Sampled negatives per positive.")]
 LrOpt = Annotated[
     float | None,
     typer.Option(
         "--lr",
+        min=0.0,
         help="Adam learning rate, matched to --batch-size (LEGCF on LightGCN 0.1, "
         "other layers on LightGCN 0.05, NGCF and LR-GCCF 0.005).",
     ),
 ]
-L2Opt = Annotated[float, typer.Option("--l2", help="lambda: L2 penalty on layer-0 embeddings.")]
+L2Opt = Annotated[float, typer.Option("--l2", min=0.0, help="lambda: L2 penalty on layer-0 embeddings.")]
 PatienceOpt = Annotated[
-    int, typer.Option("--patience", help="Stop after this many evaluations without improvement.")
+    int, typer.Option("--patience", min=1, help="Stop after this many evaluations without improvement.")
 ]
-EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Epochs between validation runs.")]
+EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=1, help="Epochs between validation runs.")]
 LrDecayOpt = Annotated[
     float,
-    typer.Option("--lr-decay", help="Multiply the learning rate by this after a validation without gain."),
+    typer.Option(
+        "--lr-decay",
+        min=0.0,
+        max=1.0,
+        help="Multiply the learning rate by this after a validation without gain.",
+    ),
 ]
-PretrainEpochsOpt = Annotated[int, typer.Option("--pretrain-epochs", help="Maximum pretrain epochs.")]
-RefineEpochsOpt = Annotated[int, typer.Option("--refine-epochs", help="Maximum refine epochs.")]
+PretrainEpochsOpt = Annotated[int, typer.Option("--pretrain-epochs", min=1, help="Maximum pretrain epochs.")]
+RefineEpochsOpt = Annotated[int, typer.Option("--refine-epochs", min=1, help="Maximum refine epochs.")]
 RefineLrDecayOpt = Annotated[
     float,
-    typer.Option("--refine-lr-decay", help="--lr-decay for the refine stage (default: constant lr)."),
+    typer.Option(
+        "--refine-lr-decay", min=0.0, max=1.0, help="--lr-decay for the refine stage (default: constant lr)."
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 

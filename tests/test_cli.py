@@ -182,8 +182,8 @@ def test_corrupt_manifest(partitioned_copy):
     [
         (["-c", "100000"], ["c=100000", "exceeds the number of entities"]),
         (["-c", "5", "-t", "6"], ["--per-entity", "t=6", "exceeds codebook size c=5"]),
-        (["-c", "5", "-t", "0"], ["t must be >= 1"]),
-        (["-c", "0"], ["--codebook-size", "c must be >= 1"]),
+        (["-c", "5", "-t", "0"], ["--per-entity", "greater than or equal to 1"]),
+        (["-c", "0"], ["--codebook-size", "greater than or equal to 1"]),
         (["--anchor-weight", "0"], ["--anchor-weight", "w* must lie in"]),
         (["--init", "kmeans"], ["kmeans"]),
     ],

@@ -173,26 +173,26 @@ def test_verbose_is_accepted(partitioned_run, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("options", "flag"),
+    ("options", "flag", "code"),
     [
-        (["--lr", "-1"], "--lr"),
-        (["--batch-size", "0"], "--batch-size"),
-        (["--negatives", "0"], "--negatives"),
+        (["--lr", "0"], "--lr", 1),  # in the parser's range, refused by the engine's check
+        (["--batch-size", "0"], "--batch-size", 2),  # out of the parser's range
+        (["--negatives", "0"], "--negatives", 2),
     ],
 )
-def test_an_error_is_one_stderr_line_naming_the_flag(partitioned_run, tmp_path, options, flag):
+def test_an_error_is_one_stderr_line_naming_the_flag(partitioned_run, tmp_path, options, flag, code):
     run_dir = copy_run(partitioned_run, tmp_path / "run")
     result = invoke("pretrain", run_dir, "--dim", "4", "--epochs", "1", *TRAIN_OPTS, *options)
-    assert result.exit_code == 1
+    assert result.exit_code == code
     line = only_line(result.stderr)
-    assert line.startswith(f"error: {flag} ")
+    assert line.startswith(f"error: {flag} ") if code == 1 else flag in line
 
 
 def test_run_names_its_own_epoch_flags(tmp_path):
     proc = legcf("run", tmp_path / "run", "--refine-epochs", "0")
-    assert proc.returncode == 1
-    assert only_line(proc.stderr) == "error: --pretrain-epochs or --refine-epochs must be >= 1, got 0"
-    assert not (tmp_path / "run").exists()  # checked before any stage ran
+    assert proc.returncode == 2
+    assert "--refine-epochs" in only_line(proc.stderr)
+    assert not (tmp_path / "run").exists()  # refused while parsing, before any stage ran
 
 
 def test_a_usage_error_is_one_line_too():

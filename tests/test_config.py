@@ -78,7 +78,8 @@ def test_defaults_and_edges_pass(config):
 @pytest.mark.parametrize("seed", ["-1", str(2**64)])
 def test_prepare_checks_its_seed_before_touching_the_run(tmp_path, prepared_run, seed):
     fresh = tmp_path / "fresh"
-    assert_clean_error(invoke("prepare", fresh, "--seed", seed), "--seed", "0..4294967295")
+    assert_clean_error(invoke("prepare", fresh, "--seed", seed), "--seed")
+    assert "0<=x<=4294967295" in invoke("prepare", "--help").stdout.replace(" ", "")
     assert not fresh.exists()
     run_dir = copy_run(prepared_run, tmp_path / "run")
     before = snapshot(run_dir)
