@@ -86,3 +86,12 @@ def test_usage_errors_exit_2(run_dir):
     assert invoke("recommend", run_dir / "model.safetensors").exit_code == 2
     assert invoke("export", run_dir, "--dtype", "float16").exit_code == 2
     assert invoke("recommend", run_dir / "model.safetensors", "--items", "1,x").exit_code == 2
+
+
+def test_inspect_reads_a_compact_file(run_dir, tmp_path):
+    path = tmp_path / "c.safetensors"
+    invoke_ok("export", run_dir, "--compact", "--dtype", "bfloat16", "--no-seen", "-o", path)
+    summary = json.loads(invoke_ok("inspect", path, "--json").stdout)
+    assert summary["source"] == "compact" and summary["dtype"] == "bfloat16" and not summary["seen_items"]
+    assert summary["file_bytes"] == path.stat().st_size > sum(summary["tensor_bytes"].values())
+    assert summary["codes"] == 2 and summary["users"] == legcf_core.load(run_dir).n_users

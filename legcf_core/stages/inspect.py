@@ -1,4 +1,5 @@
-"""Inspect: parameters, bytes, sparsity and meta-embedding usage of a run's model or an export."""
+"""Inspect: parameters, bytes, sparsity and meta-embedding usage of a run's model, an export or a
+compact model file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from legcf_core import artifacts as art
 from legcf_core.errors import ArtifactError
 from legcf_core.model import StoredModel
 from legcf_core.stages.export import load_export
+from legcf_core.stages.export_compact import check_compact
 from legcf_core.stages.inputs import load_data, load_model, load_partition_parts
 
 
@@ -23,11 +25,36 @@ def inspect_path(path: Path, which: str = "auto") -> dict[str, Any]:
         return inspect_run(art.RunDir(path), which)
     if not path.exists():
         raise ArtifactError(f"{path} does not exist; give a run directory or an exported model file")
+    if art.read_metadata(path).get("kind") == "compact":
+        return inspect_compact(path)
     exported = load_export(path)
     result = summary(exported.model, exported.n_users)
     result["source"] = "export"
     result["file_bytes"] = path.stat().st_size
     return result
+
+
+def inspect_compact(path: Path) -> dict[str, Any]:
+    """What a compact file holds: its form, precision and sizes (checked as ``load`` checks it)."""
+    tensors, meta = art.read_tensors(path, kind="compact")
+    with art.checked(path):
+        n_users, n_items, dtype = check_compact(tensors, meta)
+    parts = {name: int(array.nbytes) for name, array in sorted(tensors.items())}
+    return {
+        "embedding": meta.get("embedding"),
+        "backbone": meta.get("backbone"),
+        "source": "compact",
+        "users": n_users,
+        "items": n_items,
+        "dtype": dtype,
+        "codes": int(meta.get("codes", 0)) or None,
+        "seen_items": "seen.indptr" in tensors,
+        "params": sum(tensors[k].size for k in ("meta_rows", "columns", "weights", "rows") if k in tensors),
+        "folded_users": int(meta.get("folded_users", 0)),
+        "folded_items": int(meta.get("folded_items", 0)),
+        "file_bytes": path.stat().st_size,
+        "tensor_bytes": parts,
+    }
 
 
 def inspect_run(run: art.RunDir, which: str) -> dict[str, Any]:
