@@ -38,7 +38,9 @@ def ndcg_at(top: list[int], truth: set[int], k: int = 20) -> float:
 
 
 def legcf(*args: str) -> None:
-    subprocess.run([str(Path(sys.executable).parent / "legcf"), "-q", *args], check=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "legcf"), "-q", *args], check=True, stdout=subprocess.DEVNULL
+    )
 
 
 def main() -> None:
