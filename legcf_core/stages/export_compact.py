@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.compact import compact_form, form_arrays, form_from_arrays, index_dtype
+from legcf_core.compact import CompactForm, compact_form, form_arrays, form_from_arrays, index_dtype
 from legcf_core.errors import ConfigError
 from legcf_core.model import node_outputs
 from legcf_core.recommender import FoldIn, Recommender
@@ -166,10 +166,22 @@ def _check_interactions(tensors: dict[str, np.ndarray], n_users: int, n_items: i
 
 def load_compact(path: Path, device: torch.device = CPU) -> Recommender:
     """A recommender from a compact file, checked before any array is used."""
+    return compact_recommender(*read_compact(path), device)
+
+
+def read_compact(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str], CompactForm]:
+    """A compact file's tensors, header and serving form, checked before any array is used."""
     tensors, meta = art.read_tensors(Path(path), kind="compact")
     with art.checked(Path(path)):
-        n_users, n_items, dtype = check_compact(tensors, meta)
-    form = form_from_arrays(tensors, dtype)
+        check_compact(tensors, meta)
+    return tensors, meta, form_from_arrays(tensors, meta["dtype"])
+
+
+def compact_recommender(
+    tensors: dict[str, np.ndarray], meta: dict[str, str], form: CompactForm, device: torch.device = CPU
+) -> Recommender:
+    """The recommender a checked compact file (:func:`read_compact`) holds."""
+    n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
     h = torch.from_numpy(form.entity_rows()).to(device)
     seen, degrees = None, tensors.get("item_degrees")
     if "seen.indptr" in tensors:

@@ -15,11 +15,11 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.compact import CompactForm, fit_codes, form_arrays, form_from_arrays, index_dtype
+from legcf_core.compact import CompactForm, fit_codes, form_arrays, index_dtype
 from legcf_core.data import read_file
 from legcf_core.errors import ArtifactError
 from legcf_core.foldin import NewInteractions, fold_in_rows, split_new
-from legcf_core.stages.export_compact import load_compact
+from legcf_core.stages.export_compact import compact_recommender, read_compact
 
 
 def fold_in(model_path: Path, interactions_path: Path, output: Path) -> dict[str, Any]:
@@ -28,14 +28,13 @@ def fold_in(model_path: Path, interactions_path: Path, output: Path) -> dict[str
         raise ArtifactError(
             f"{model_path} is not a compact model; fold-in adds to what 'legcf export --compact' writes"
         )
-    tensors, meta = art.read_tensors(Path(model_path), kind="compact")
-    served = load_compact(Path(model_path))
+    tensors, meta, form = read_compact(Path(model_path))
+    served = compact_recommender(tensors, meta, form)
     users, items = read_file(Path(interactions_path))
     pairs = np.unique(np.stack([users, items], axis=1), axis=0) if users.size else np.zeros((0, 2), np.int64)
     degrees = served.item_degrees()
     new = split_new(pairs[:, 0], pairs[:, 1], served.user_ids, served.item_ids)
     user_rows, item_rows = fold_in_rows(served.user_rows, served.item_rows, degrees, new)
-    form = form_from_arrays(tensors, meta["dtype"])
     out = {
         **form_arrays(extended_form(form, served.n_users, user_rows, item_rows), meta["dtype"]),
         **extended_interactions(tensors, served, new),
