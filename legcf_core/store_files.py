@@ -16,12 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: run directories are not locked
-    fcntl = None  # type: ignore[assignment]
-
-
 from legcf_core.errors import ArtifactError
 
 FORMAT = "legcf"

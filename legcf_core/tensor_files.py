@@ -13,11 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: run directories are not locked
-    fcntl = None  # type: ignore[assignment]
-
 import numpy as np
 import scipy.sparse as sp
 from safetensors import SafetensorError, safe_open
