@@ -55,6 +55,11 @@ FLAG_NAMES = {
     "data": "--data",
     "seed": "--seed",
     "test_fraction": "--test-fraction",
+    "user_col": "--user-col",
+    "item_col": "--item-col",
+    "rating_col": "--rating-col",
+    "time_col": "--time-col",
+    "min_rating": "--min-rating",
     "codebook_size": "--codebook-size",
     "per_entity": "--per-entity",
     "anchor_weight": "--anchor-weight",
@@ -104,7 +109,8 @@ DataOpt = Annotated[
     Path | None,
     typer.Option(
         "--data",
-        help="Dataset: a directory with train/test files, or one CSV/TSV. Default: the shipped demo.",
+        help="Dataset: a directory with train and test files, or one file (.txt LightGCN text, .csv, .tsv, "
+        ".dat MovieLens ratings, .inter RecBole, .parquet). Default: the shipped demo.",
     ),
 ]
 SeedOpt = Annotated[
@@ -114,6 +120,26 @@ TestFractionOpt = Annotated[
     float,
     typer.Option(
         "--test-fraction", min=0.0, max=1.0, help="Per-user test share when --data is a single file."
+    ),
+]
+
+
+def _column(role: str) -> typer.models.OptionInfo:
+    return typer.Option(
+        f"--{role}-col",
+        help=f"The {role} column: a 0-based index or a header name. Default: found by its header name"
+        + (f", else column {('user', 'item').index(role)}." if role in ("user", "item") else ", else none."),
+    )
+
+
+UserColOpt = Annotated[str | None, _column("user")]
+ItemColOpt = Annotated[str | None, _column("item")]
+RatingColOpt = Annotated[str | None, _column("rating")]
+TimeColOpt = Annotated[str | None, _column("time")]
+MinRatingOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-rating", help="Keep only interactions rated at least this (explicit to implicit feedback)."
     ),
 ]
 

@@ -61,6 +61,40 @@ class PrepareConfig:
             raise ConfigError("test_fraction", f"must lie in (0, 1), got {self.test_fraction}")
 
 
+def column_choice(text: str | None) -> str | int | None:
+    """A ``--*-col`` value: ASCII digits are a 0-based index, other text a header name."""
+    if text is None or text == "":
+        return None
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """How prepare reads the data: which column is what (a 0-based index or a header name; None
+    for the format's default), and the least rating an interaction needs to be kept."""
+
+    user_col: str | int | None = None
+    item_col: str | int | None = None
+    rating_col: str | int | None = None
+    time_col: str | int | None = None
+    min_rating: float | None = None
+
+    def check(self) -> None:
+        for name in ("user_col", "item_col", "rating_col", "time_col"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (str, int, type(None))):
+                raise ConfigError(name, f"must be a column name or index, got {value!r}")
+            if isinstance(value, int) and value < 0:
+                raise ConfigError(name, f"must be a 0-based index >= 0, got {value}")
+        if self.min_rating is not None:
+            _finite("min_rating", self.min_rating)
+
+    def recorded(self) -> dict[str, str | int | float]:
+        """The settings that differ from the defaults, as prepare's manifest entry records them."""
+        fields = ("user_col", "item_col", "rating_col", "time_col", "min_rating")
+        return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
+
+
 @dataclass(frozen=True)
 class PartitionConfig:
     codebook_size: int = 500  # c

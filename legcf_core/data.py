@@ -1,36 +1,30 @@
-"""Datasets: readers, validation, id maps, the validation split, CSR matrices.
+"""Datasets: id maps, the test holdout and validation split, CSR matrices.
 
 Two input layouts are accepted:
 
-* a directory holding ``train`` and ``test`` files, each either in LightGCN's
-  text format (``user item item ...`` per line, ``.txt``) or a CSV/TSV of
-  ``user,item`` pairs (``.csv`` / ``.tsv``), with or without a header;
-* a single CSV/TSV/LightGCN file, from which a seeded per-user test share is
-  held out.
+* a directory holding ``train`` and ``test`` files in any format
+  :mod:`legcf_core.readers` reads (the two may differ);
+* a single file, from which a seeded per-user test share is held out.
 
-Raw ids must be non-negative integers written in ASCII digits; they are
+Ids (integers or any other tokens, see :mod:`legcf_core.readers.ids`) are
 mapped to contiguous indices (users ``0..U-1``, items ``0..I-1``) over train
-and test together, so an item seen only in test still gets an index. A UTF-8
-byte order mark at the start of a file is ignored. A pair listed twice in one
-file counts once (prepare reports how many were dropped), before any split.
+and test together, so an item seen only in test still gets an index. A pair
+listed twice in one file counts once (prepare reports how many were dropped),
+before any split.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from legcf_core.errors import DataError
-
-PAIR_SUFFIXES = (".csv", ".tsv")
-MAX_ID = int(np.iinfo(np.int64).max)
-TEXT_SUFFIXES = (".txt",)
-_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+from legcf_core.readers import SUFFIXES, Columns
+from legcf_core.readers.dataset import CodedDataset, read_coded
 
 
 @dataclass(frozen=True)
@@ -40,9 +34,11 @@ class Interactions:
     train: sp.csr_matrix
     valid: sp.csr_matrix
     test: sp.csr_matrix
-    user_ids: np.ndarray  # raw id of each user index
+    user_ids: np.ndarray  # raw id of each user index: int64, or str tokens (object array)
     item_ids: np.ndarray  # raw id of each item index
     duplicates: int = 0  # repeated (user, item) rows dropped while reading
+    counts: dict[str, int] = field(default_factory=dict)  # rows read and dropped, by reason
+    notes: tuple[str, ...] = ()  # what the reader wants the user to know (ids read as text)
 
     @property
     def n_users(self) -> int:
@@ -62,87 +58,11 @@ class Interactions:
         return getattr(self, name)
 
 
-def _parse_id(token: str, where: str) -> int:
-    """An id in ASCII digits (Python's int() would also take ``1_000`` and non-ASCII digits)."""
-    if len(token) > 24 or not _ASCII_INTEGER.fullmatch(token):
-        shown = token if len(token) <= 24 else token[:21] + "..."
-        raise DataError(f"{where}: id {shown!r} is not an integer")
-    value = int(token)
-    if value < 0:
-        raise DataError(f"{where}: id {value} is negative; ids must be >= 0")
-    if value > MAX_ID:
-        raise DataError(f"{where}: id {value} is larger than the largest supported id {MAX_ID}")
-    return value
-
-
-def read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``user item item ...`` lines into parallel (user, item) arrays."""
-    users: list[int] = []
-    items: list[int] = []
-    for lineno, line in enumerate(_lines(path), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        where = f"{path}:{lineno}"
-        user = _parse_id(tokens[0], where)
-        row = [_parse_id(tok, where) for tok in tokens[1:]]
-        users.extend([user] * len(row))
-        items.extend(row)
-    return np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
-
-
-def read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a CSV/TSV of ``user,item[,...]`` rows; a non-numeric first row is a header."""
-    users: list[int] = []
-    items: list[int] = []
-    lines = [(n, line.strip()) for n, line in enumerate(_lines(path), start=1) if line.strip()]
-    if not lines:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    delimiter = "\t" if "\t" in lines[0][1] else ","
-    for index, (lineno, line) in enumerate(lines):
-        fields = [f.strip() for f in line.split(delimiter)]
-        where = f"{path}:{lineno}"
-        if len(fields) < 2:
-            raise DataError(f"{where}: expected 'user{delimiter}item', got {line!r}")
-        if index == 0 and not _looks_numeric(fields[0]) and not _looks_numeric(fields[1]):
-            continue  # header row
-        users.append(_parse_id(fields[0], where))
-        items.append(_parse_id(fields[1], where))
-    return np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
-
-
-def _looks_numeric(token: str) -> bool:
-    return token.isascii() and token.lstrip("+-").replace(".", "", 1).isdigit()
-
-
-def _lines(path: Path) -> list[str]:
-    """All lines of a UTF-8 text file (a leading byte order mark dropped), with file errors
-    turned into DataError."""
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            return handle.readlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text (byte {exc.start})") from None
-    except FileNotFoundError:
-        raise DataError(f"dataset file {path} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"{path} is a directory, expected a file") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def read_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one interaction file, choosing the reader from its suffix."""
-    if path.suffix.lower() in PAIR_SUFFIXES:
-        return read_pairs(path)
-    return read_lightgcn(path)
-
-
 def find_split_files(directory: Path) -> tuple[Path, Path]:
     """Locate ``train.*`` and ``test.*`` inside a dataset directory."""
     found = {}
     for stem in ("train", "test"):
-        for suffix in TEXT_SUFFIXES + PAIR_SUFFIXES:
+        for suffix in SUFFIXES:
             candidate = directory / f"{stem}{suffix}"
             if candidate.is_file():
                 found[stem] = candidate
@@ -151,7 +71,7 @@ def find_split_files(directory: Path) -> tuple[Path, Path]:
     if missing:
         raise DataError(
             f"{directory} has no {' or '.join(missing)} file; "
-            "expected train.txt/test.txt (LightGCN format) or train.csv/test.csv"
+            f"expected train and test files ending in one of {', '.join(SUFFIXES)}"
         )
     return found["train"], found["test"]
 
@@ -166,23 +86,29 @@ def dataset_files(path: Path) -> list[Path]:
 
 
 def load_raw(
-    path: Path, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Raw (train_users, train_items, test_users, test_items) with repeated pairs dropped,
-    and how many were dropped."""
+    path: Path,
+    test_fraction: float,
+    seed: int,
+    columns: Columns | None = None,
+    min_rating: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, CodedDataset]:
+    """Coded (train_users, train_items, test_users, test_items) with repeated pairs dropped,
+    how many were dropped, and the coded dataset (its tokens, counts and notes)."""
     if path.is_dir():
-        train_path, test_path = find_split_files(path)
-        tu, ti, train_repeats = distinct_pairs(*read_file(train_path))
-        eu, ei, test_repeats = distinct_pairs(*read_file(test_path))
+        coded = read_coded(list(find_split_files(path)), columns, min_rating)
+        train, test = coded.files
+        tu, ti, train_repeats = distinct_pairs(train.users, train.items)
+        eu, ei, test_repeats = distinct_pairs(test.users, test.items)
         duplicates = train_repeats + test_repeats
     else:
         if not path.exists():
             raise DataError(f"dataset {path} does not exist")
-        users, items, duplicates = distinct_pairs(*read_file(path))
+        coded = read_coded([path], columns, min_rating)
+        users, items, duplicates = distinct_pairs(coded.files[0].users, coded.files[0].items)
         tu, ti, eu, ei = holdout_split(users, items, test_fraction, seed)
     if tu.size == 0:
         raise DataError(f"dataset {path} has no training interactions")
-    return tu, ti, eu, ei, duplicates
+    return tu, ti, eu, ei, duplicates, coded
 
 
 def distinct_pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -217,8 +143,11 @@ def build_interactions(
     test_users: np.ndarray,
     test_items: np.ndarray,
     seed: int,
+    user_tokens: np.ndarray | None = None,
+    item_tokens: np.ndarray | None = None,
 ) -> Interactions:
-    """Map raw ids, build CSR matrices, draw the validation split."""
+    """Map coded ids, build CSR matrices, draw the validation split. Codes are the raw ids
+    themselves, or indices into ``user_tokens``/``item_tokens`` (sorted, so indices keep their order)."""
     user_ids = np.unique(np.concatenate([train_users, test_users]))
     item_ids = np.unique(np.concatenate([train_items, test_items]))
     shape = (user_ids.size, item_ids.size)
@@ -233,6 +162,8 @@ def build_interactions(
     test = (test - test.multiply(train)).tocsr()  # a test pair seen in train is not held out
     test.eliminate_zeros()
     valid, test = split_validation(test, seed)
+    user_ids = user_ids if user_tokens is None else user_tokens[user_ids]
+    item_ids = item_ids if item_tokens is None else item_tokens[item_ids]
     return Interactions(train, valid, test, user_ids, item_ids)
 
 
@@ -269,14 +200,28 @@ def split_validation(test: sp.csr_matrix, seed: int) -> tuple[sp.csr_matrix, sp.
     return gather(valid_rows, valid_cols), gather(test_rows, test_cols)
 
 
-def load_dataset(path: Path, test_fraction: float = 0.2, seed: int = 2024) -> Interactions:
+def load_dataset(
+    path: Path,
+    test_fraction: float = 0.2,
+    seed: int = 2024,
+    columns: Columns | None = None,
+    min_rating: float | None = None,
+) -> Interactions:
     """Read, validate and split the dataset at ``path``; every split must be non-empty."""
-    train_users, train_items, test_users, test_items, duplicates = load_raw(path, test_fraction, seed)
-    data = build_interactions(train_users, train_items, test_users, test_items, seed)
+    train_users, train_items, test_users, test_items, duplicates, coded = load_raw(
+        path, test_fraction, seed, columns, min_rating
+    )
+    data = build_interactions(
+        train_users, train_items, test_users, test_items, seed, coded.user_tokens, coded.item_tokens
+    )
     if data.train.nnz == 0:
         raise DataError(f"dataset {path} has no training interactions")
     check_splits(data, path, held_out=not path.is_dir(), test_fraction=test_fraction)
-    return replace(data, duplicates=duplicates)
+    read, kept = coded.counts["rows_read"], int(data.train.nnz + data.valid.nnz + data.test.nnz)
+    dropped = {"below_min_rating": coded.counts["below_min_rating"], "duplicates": duplicates}
+    dropped["test_pair_in_train"] = read - kept - sum(dropped.values())
+    counts = {"rows_read": read, "rows_kept": kept, **dropped}
+    return replace(data, duplicates=duplicates, counts=counts, notes=coded.notes)
 
 
 def check_splits(data: Interactions, path: Path, held_out: bool, test_fraction: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -128,25 +129,27 @@ def test_missing_paths(tmp_path):
         load_dataset(tmp_path)  # no test file
 
 
-@pytest.mark.parametrize(
-    ("line", "needle"),
-    [("1 2 x", "'x' is not an integer"), ("1 2 -3", "negative"), ("1 2.5", "not an integer")],
-)
-def test_malformed_lightgcn_line(tmp_path, line, needle):
-    write_lightgcn(tmp_path / "train.txt", ["0 1 2", line])
-    write_lightgcn(tmp_path / "test.txt", {0: [3]})
-    with pytest.raises(DataError, match=needle) as info:
-        load_dataset(tmp_path)
-    assert "train.txt:2" in str(info.value)  # names the file and line
+@pytest.mark.parametrize("token", ["x", "-3", "2.5"])
+def test_a_non_integer_lightgcn_id_makes_the_items_tokens(tmp_path, token):
+    """Ids are tokens (issue #13): what was once 'not an integer' is read as text, and a note
+    names the id that made a column of numbers text, in case it is a typo."""
+    write_lightgcn(tmp_path / "train.txt", ["0 1 2", f"1 2 {token}", "2 1 2 3"])
+    write_lightgcn(tmp_path / "test.txt", {0: [3], 1: [1, 3], 2: [4]})
+    data = load_dataset(tmp_path)
+    assert data.user_ids.tolist() == [0, 1, 2]  # the users stay integers
+    assert data.item_ids.tolist() == sorted(["1", "2", "3", "4", token])
+    assert data.notes == (f"item ids are read as text tokens: {token!r} is not a plain non-negative integer",)
 
 
 @pytest.mark.parametrize(
-    ("row", "needle"), [("3,abc", "not an integer"), ("-1,4", "negative"), ("7", "user")]
+    ("row", "needle"),
+    [("7", "expected user and item fields, got 1 in '7'"), ("3,", "the item id ('item') is empty")],
 )
 def test_malformed_csv_row(tmp_path, row, needle):
     (tmp_path / "data.csv").write_text(f"user,item\n1,2\n{row}\n")
-    with pytest.raises(DataError, match=needle):
+    with pytest.raises(DataError, match=re.escape(needle)) as info:
         load_dataset(tmp_path / "data.csv")
+    assert "data.csv:3" in str(info.value)  # names the file and line
 
 
 def test_empty_dataset(tmp_path):
@@ -173,11 +176,10 @@ def test_non_utf8_file_is_a_data_error(tmp_path):
         load_dataset(tmp_path)
 
 
-def test_id_beyond_int64_is_a_data_error(tmp_path):
-    write_lightgcn(tmp_path / "train.txt", ["0 1 2", "1 99999999999999999999999 3"])
-    write_lightgcn(tmp_path / "test.txt", {0: [3]})
-    with pytest.raises(DataError):
-        load_dataset(tmp_path)
+def test_an_id_beyond_int64_is_a_token(tmp_path):
+    write_lightgcn(tmp_path / "train.txt", ["0 1 2", "1 99999999999999999999999 3", "2 1 2"])
+    write_lightgcn(tmp_path / "test.txt", {0: [3], 1: [1, 2], 2: [3]})
+    assert "99999999999999999999999" in load_dataset(tmp_path).item_ids.tolist()
 
 
 # ------------------------------------------------------- split properties
@@ -250,12 +252,22 @@ def test_duplicates_are_counted_in_prepare(tmp_path):
     assert manifest["dataset"]["duplicates"] == 3
 
 
-@pytest.mark.parametrize("token", ["1_000", "١٢", "１２", "12.0", "0x1f", "1e3", " "])
-def test_ids_are_ascii_integers_only(tmp_path, token):
-    write_pairs(tmp_path / "all.csv", [(0, 1), (0, 2), (1, 1), (1, 2), (1, 3)])
-    path = tmp_path / "all.csv"
+@pytest.mark.parametrize("token", ["1_000", "١٢", "１２", "12.0", "0x1f", "1e3", "+3", "007x"])
+def test_only_ascii_digits_make_integer_ids(tmp_path, token):
+    """Anything but plain ASCII digits is a token, kept exactly as written."""
+    pairs = [(u, i) for u in range(3) for i in range(1, 6)]
+    path = write_pairs(tmp_path / "all.csv", pairs)
     path.write_text(path.read_text() + f"2,{token}\n", encoding="utf-8")
-    with pytest.raises(DataError, match="is not an integer"):
+    data = load_dataset(path, test_fraction=0.5)
+    assert data.user_ids.tolist() == [0, 1, 2]
+    assert data.item_ids.tolist() == sorted(["1", "2", "3", "4", "5", token])
+    assert token in data.notes[0]
+
+
+def test_a_blank_id_is_one_error_naming_its_line(tmp_path):
+    path = write_pairs(tmp_path / "all.csv", [(0, 1), (0, 2), (1, 1)])
+    path.write_text(path.read_text() + "2, \n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"all\.csv:4: the item id \(column 1\) is empty"):
         load_dataset(path)
 
 

@@ -29,12 +29,14 @@ from legcf_cli.options import (
     EpochsOpt,
     EvalEveryOpt,
     InitOpt,
+    ItemColOpt,
     JsonOpt,
     KsOpt,
     L2Opt,
     LayersOpt,
     LrDecayOpt,
     LrOpt,
+    MinRatingOpt,
     ModelOpt,
     NegOpt,
     OutputOpt,
@@ -42,6 +44,7 @@ from legcf_cli.options import (
     PerEntityOpt,
     PlotDirOpt,
     PretrainEpochsOpt,
+    RatingColOpt,
     RefineEpochsOpt,
     RefineLrDecayOpt,
     RunDirArg,
@@ -49,13 +52,23 @@ from legcf_cli.options import (
     SeenOpt,
     SplitOpt,
     TestFractionOpt,
+    TimeColOpt,
     UpdateOpt,
+    UserColOpt,
     demo_dataset,
     parse_ints,
 )
 from legcf_cli.output import print_mapping, print_nested, show
 from legcf_cli.reporting import open_reporter
-from legcf_core.config import PartitionConfig, PrepareConfig, PretrainConfig, RefineConfig, TrainConfig
+from legcf_core.config import (
+    PartitionConfig,
+    PrepareConfig,
+    PretrainConfig,
+    ReadConfig,
+    RefineConfig,
+    TrainConfig,
+    column_choice,
+)
 from legcf_core.tuning import tuned
 
 PREPARE = PrepareConfig()
@@ -99,17 +112,38 @@ def training(
     )
 
 
+def reading(
+    user_col: str | None,
+    item_col: str | None,
+    rating_col: str | None,
+    time_col: str | None,
+    min_rating: float | None,
+) -> ReadConfig:
+    """The read options as the engine's config, checked before the engine loads."""
+    columns = (column_choice(c) for c in (user_col, item_col, rating_col, time_col))
+    config = ReadConfig(*columns, min_rating=min_rating)
+    config.check()
+    return config
+
+
 def prepare(
     ctx: typer.Context,
     run_dir: RunDirArg,
     data: DataOpt = None,
     seed: SeedOpt = PREPARE.seed,
     test_fraction: TestFractionOpt = PREPARE.test_fraction,
+    user_col: UserColOpt = None,
+    item_col: ItemColOpt = None,
+    rating_col: RatingColOpt = None,
+    time_col: TimeColOpt = None,
+    min_rating: MinRatingOpt = None,
 ) -> None:
     """Read, validate and split a dataset into RUN_DIR."""
+    read = reading(user_col, item_col, rating_col, time_col, min_rating)
     core = engine.stages()
     with open_reporter(ctx) as reporter:
-        summary = core.prepare(engine.run_dir(run_dir), data or demo_dataset(), seed, test_fraction, reporter)
+        run = engine.run_dir(run_dir)
+        summary = core.prepare(run, data or demo_dataset(), seed, test_fraction, reporter, read)
     print_mapping("prepared", summary)
 
 
@@ -291,6 +325,11 @@ def run(
     refine_lr_decay: RefineLrDecayOpt = REFINE.train.lr_decay,
     seed: SeedOpt = PARTITION.seed,
     test_fraction: TestFractionOpt = PREPARE.test_fraction,
+    user_col: UserColOpt = None,
+    item_col: ItemColOpt = None,
+    rating_col: RatingColOpt = None,
+    time_col: TimeColOpt = None,
+    min_rating: MinRatingOpt = None,
     device: DeviceOpt = AUTO,
     as_json: JsonOpt = False,
 ) -> None:
@@ -307,16 +346,12 @@ def run(
     refine_config = RefineConfig(update_every, training(refine_epochs, *shared, refine_lr_decay, seed))
     for config in (partition_config, pretrain_config, refine_config):
         config.check()
+    read = reading(user_col, item_col, rating_col, time_col, min_rating)
     core = engine.stages()
+    configs = (partition_config, pretrain_config, refine_config)
     with open_reporter(ctx) as reporter:
+        run, where = engine.run_dir(run_dir), engine.device(device)
         summary = core.run_all(
-            engine.run_dir(run_dir),
-            data or demo_dataset(),
-            partition_config,
-            pretrain_config,
-            refine_config,
-            engine.device(device),
-            test_fraction,
-            reporter,
+            run, data or demo_dataset(), *configs, where, test_fraction, reporter, read=read
         )
     show("legcf run: test metrics of the kept model", summary, as_json)

@@ -14,6 +14,7 @@ from legcf_core.data import Interactions
 from legcf_core.errors import ArtifactError
 from legcf_core.model import StoredModel, stored_model_from_arrays
 from legcf_core.progress import Reporter
+from legcf_core.tokens import read_ids
 
 SPLITS = ("train", "valid", "test")
 
@@ -31,8 +32,8 @@ def load_data(run: art.RunDir) -> Interactions:
 def interactions_from_arrays(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> Interactions:
     """Inverse of what prepare writes: three U x I CSR splits and the raw ids."""
     n_users, n_items = art.header_int(meta, "n_users", 1), art.header_int(meta, "n_items", 1)
-    user_ids = art.ids_array(tensors, "user_ids", n_users)
-    item_ids = art.ids_array(tensors, "item_ids", n_items)
+    user_ids = read_ids(tensors, "user_ids", n_users)
+    item_ids = read_ids(tensors, "item_ids", n_items)
     splits = {
         name: art.csr_from_arrays(name, tensors, (n_users, n_items), with_data=False).astype(np.float32)
         for name in SPLITS

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.config import PartitionConfig, PrepareConfig, PretrainConfig, RefineConfig
+from legcf_core.config import PartitionConfig, PrepareConfig, PretrainConfig, ReadConfig, RefineConfig
 from legcf_core.layers.codebook import legcf_params
 from legcf_core.partition import check_sizes
 from legcf_core.progress import Reporter, SilentReporter
@@ -32,6 +32,7 @@ def run_all(
     test_fraction: float = 0.2,
     reporter: Reporter | None = None,
     match_budget: bool = False,
+    read: ReadConfig | None = None,
 ) -> dict[str, Any]:
     """prepare, then partition if the layer uses one, pretrain, refine if it has one,
     test metrics and an export.
@@ -41,14 +42,20 @@ def run_all(
     then solved for).
     """
     reporter = reporter or SilentReporter()
-    for config in (PrepareConfig(partition_config.seed, test_fraction), partition_config, pretrain_config):
+    read = read or ReadConfig()
+    for config in (
+        PrepareConfig(partition_config.seed, test_fraction),
+        read,
+        partition_config,
+        pretrain_config,
+    ):
         config.check()  # every setting, before any file is written
     kind = layer_type(pretrain_config.embedding)
     if kind.refines:
         refine_config.check()
     backbone_entry(pretrain_config.backbone)
     with run.writing("run", create=True):  # one lock over every stage
-        prepared = prepare(run, data_path, partition_config.seed, test_fraction, reporter)
+        prepared = prepare(run, data_path, partition_config.seed, test_fraction, reporter, read)
         if kind.uses_partition:
             partition(run, partition_config, reporter)
         elif pretrain_config.budget is None and (kind.sized_by_budget or match_budget):

@@ -1,0 +1,176 @@
+"""Id columns to codes: integers stay the ids they are, anything else becomes a token.
+
+When every id of a column (over all of a dataset's files) is a plain non-negative
+integer in ASCII digits, the codes *are* those integers, exactly as legcf stored ids
+before tokens existed. Otherwise each distinct string is a token, and the codes index
+the tokens sorted by their UTF-8 bytes, so the order never depends on the file's.
+
+Hashing 10 million strings is the slow part; ids of up to 8 bytes (``u123``,
+``B00004``) are packed into one big-endian uint64 each, which hashes as fast as an
+integer and sorts in the strings' order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DIGITS_MAX = 19  # int64 holds every 18-digit number; 19 digits are checked on conversion
+
+
+@dataclass(frozen=True)
+class Coded:
+    """Codes of several id columns over one shared vocabulary."""
+
+    codes: list[np.ndarray]  # int64, one array per column
+    tokens: np.ndarray | None  # str per code, sorted; None when the codes are the integer ids
+    note: str | None = None  # why a column that looks numeric was read as text
+
+
+def strings(array: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pyarrow string array's bytes, each value's start in them and its length, without copies."""
+    import pyarrow as pa
+
+    if pa.types.is_string(array.type):
+        width = np.int32
+    elif pa.types.is_large_string(array.type):
+        width = np.int64
+    else:
+        raise TypeError(f"expected strings, got {array.type}")
+    _, offsets, data = array.buffers()
+    offsets = np.frombuffer(offsets, dtype=width)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    starts = offsets[:-1].astype(np.int64)
+    return data, starts, np.diff(offsets).astype(np.int64)
+
+
+def combined(column: Any) -> Any:
+    """One contiguous array from a chunked one (large strings once 2 GiB of text needs them)."""
+    import pyarrow as pa
+
+    if isinstance(column, pa.Array):
+        return column
+    try:
+        return column.combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowCapacityError):
+        return column.cast(pa.large_string()).combine_chunks()
+
+
+def trimmed(array: Any) -> Any:
+    """The ids without surrounding whitespace (``1, 2`` reads as ``1`` and ``2``); checked cheaply first."""
+    import pyarrow.compute as pc
+
+    array = combined(array)
+    data, starts, lengths = strings(array)
+    filled = lengths > 0
+    if not filled.any():
+        return array
+    ends = (starts + lengths - 1)[filled]
+    edges = np.concatenate([data[starts[filled]], data[ends]])
+    if np.isin(edges, (9, 10, 11, 12, 13, 32)).any():
+        return pc.utf8_trim_whitespace(array)
+    return array
+
+
+def id_problem(array: Any) -> bool:
+    """Whether a string id column has an empty id (the strict scan then names its line)."""
+    return array.null_count > 0 or bool((strings(array)[2] == 0).any())
+
+
+def code_columns(columns: list[Any], role: str) -> Coded:
+    """Codes for ``columns`` (pyarrow arrays of strings or integers) over one vocabulary."""
+    import pyarrow as pa
+
+    if all(pa.types.is_integer(c.type) for c in columns):
+        values = [c.to_numpy(zero_copy_only=False).astype(np.int64) for c in columns]
+        if all(v.size == 0 or v.min() >= 0 for v in values):
+            return Coded(values, None)
+    columns = [c.cast(pa.string()) if pa.types.is_integer(c.type) else c for c in columns]
+    whole = combined(pa.chunked_array(columns, type=columns[0].type if columns else pa.string()))
+    integers = _as_integers(whole)
+    if integers is not None:
+        return Coded(_split(integers, columns), None)
+    codes, tokens = _tokenize(whole)
+    first = _first_non_integer(whole)
+    note = None
+    if first is not None and first > 0:  # it starts with integers, then something else
+        token = whole[first].as_py()
+        note = f"{role} ids are read as text tokens: {token!r} is not a plain non-negative integer"
+    return Coded(_split(codes, columns), tokens, note)
+
+
+def _split(values: np.ndarray, columns: list[Any]) -> list[np.ndarray]:
+    bounds = np.cumsum([len(c) for c in columns])[:-1]
+    return list(np.split(values, bounds))
+
+
+def _as_integers(array: Any) -> np.ndarray | None:
+    """The ids as int64 if every one is 1 to 19 ASCII digits within int64, else None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data, starts, lengths = strings(array)
+    if lengths.size == 0:
+        return np.zeros(0, np.int64)
+    if lengths.min() < 1 or lengths.max() > DIGITS_MAX:
+        return None
+    used = data[starts[0] : starts[-1] + lengths[-1]]
+    if ((used - np.uint8(48)) > 9).any():  # uint8 arithmetic wraps, so bytes below '0' are large too
+        return None
+    try:
+        return pc.cast(array, pa.int64()).to_numpy()
+    except pa.ArrowInvalid:  # a 19-digit number beyond int64
+        return None
+
+
+def _first_non_integer(array: Any) -> int | None:
+    """The row of the first id that is not all ASCII digits."""
+    data, starts, lengths = strings(array)
+    if lengths.size == 0:
+        return None
+    used = data[starts[0] : starts[-1] + lengths[-1]].astype(np.int16) - 48
+    bad = ((used < 0) | (used > 9)).astype(np.int64)
+    per_id = np.add.reduceat(np.r_[bad, 0], np.minimum(starts - starts[0], bad.size)) * (lengths > 0)
+    rows = np.flatnonzero(per_id | (lengths == 0) | (lengths > DIGITS_MAX))
+    return int(rows[0]) if rows.size else None
+
+
+def _tokenize(array: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into the sorted distinct strings of ``array``, and those strings."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data, starts, lengths = strings(array)
+    if lengths.size and lengths.max() <= 8 and not (data == 0).any():
+        keys = _packed(data, starts, lengths)
+        encoded = pc.dictionary_encode(pa.array(keys))
+        distinct = encoded.dictionary.to_numpy()
+        order = np.argsort(distinct, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        codes = rank[encoded.indices.to_numpy()]
+        raw = distinct[order].astype(">u8").view("S8")
+        return codes.astype(np.int64), np.array([b.decode("utf-8") for b in raw], dtype=object)
+    encoded = pc.dictionary_encode(array)
+    order = pc.array_sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    codes = rank[encoded.indices.to_numpy()]
+    tokens = encoded.dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64), np.asarray(tokens, dtype=object)
+
+
+def _packed(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Each id of at most 8 bytes as a big-endian uint64, zero-padded: equal ids give equal
+    keys, and keys sort as the ids do."""
+    padded = np.concatenate([data, np.zeros(8, np.uint8)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 8)
+    keys = np.empty(starts.size, dtype=">u8")
+    step = 1 << 21
+    for low in range(0, starts.size, step):
+        block = windows[starts[low : low + step]]
+        block[np.arange(8) >= lengths[low : low + step, None]] = 0
+        keys[low : low + step] = block.view(">u8").ravel()
+    return keys.astype(np.uint64)
