@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 DIGITS_MAX = 19  # int64 holds every 18-digit number; 19 digits are checked on conversion
+SPACE = np.zeros(256, dtype=bool)
+SPACE[[9, 10, 11, 12, 13, 32]] = True  # ASCII whitespace, by byte
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,7 @@ def trimmed(array: Any) -> Any:
     if not filled.any():
         return array
     ends = (starts + lengths - 1)[filled]
-    edges = np.concatenate([data[starts[filled]], data[ends]])
-    if np.isin(edges, (9, 10, 11, 12, 13, 32)).any():
+    if SPACE[data[starts[filled]]].any() or SPACE[data[ends]].any():
         return pc.utf8_trim_whitespace(array)
     return array
 
@@ -126,15 +127,15 @@ def _as_integers(array: Any) -> np.ndarray | None:
 
 
 def _first_non_integer(array: Any) -> int | None:
-    """The row of the first id that is not all ASCII digits."""
+    """The row of the first id holding a byte that is not an ASCII digit (ids are never empty here)."""
     data, starts, lengths = strings(array)
     if lengths.size == 0:
         return None
-    used = data[starts[0] : starts[-1] + lengths[-1]].astype(np.int16) - 48
-    bad = ((used < 0) | (used > 9)).astype(np.int64)
-    per_id = np.add.reduceat(np.r_[bad, 0], np.minimum(starts - starts[0], bad.size)) * (lengths > 0)
-    rows = np.flatnonzero(per_id | (lengths == 0) | (lengths > DIGITS_MAX))
-    return int(rows[0]) if rows.size else None
+    used = data[starts[0] : starts[-1] + lengths[-1]]
+    bad = (used - np.uint8(48)) > 9
+    if not bad.any():
+        return None
+    return int(np.searchsorted(starts - starts[0], int(bad.argmax()), side="right")) - 1
 
 
 def _tokenize(array: Any) -> tuple[np.ndarray, np.ndarray]:
