@@ -268,6 +268,14 @@ CodesOpt = Annotated[
         "--codes", min=1, help="Meta-embeddings an entity in a compact file (default: the model's t)."
     ),
 ]
+FitRoundsOpt = Annotated[
+    int,
+    typer.Option(
+        "--fit-rounds",
+        min=0,
+        help="Rounds of refitting a compact file's meta-embeddings to its codes (0: the model's own).",
+    ),
+]
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Precision of a compact file's real numbers.")]
 SeenOpt = Annotated[
     bool,

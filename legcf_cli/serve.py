@@ -1,6 +1,7 @@
 """``legcf serve``'s HTTP app: a loaded :class:`~legcf_core.recommender.Recommender` behind FastAPI.
 
-- ``GET /health``: ``{"status": "ok", "users", "items", "embedding", "form"}``;
+- ``GET /health``: ``{"status": "ok", "users", "items", "embedding", "form", "batches",
+  "batched_users"}``;
 - ``GET /recommend?user=ID&k=20``: a known user's top-k, training items left out;
 - ``POST /recommend`` with ``{"items": [...], "k": 20}``: a new user's top-k from
   the items they had (fold-in), those items left out.
@@ -14,8 +15,9 @@ input answers with a JSON ``detail`` and one of two codes:
   (``detail``: FastAPI's list of field errors), or any other setting the
   engine refuses (``detail``: its message).
 
-The handlers are ``async``: they score on the event loop, one request at a
-time, with no hop to a worker thread.
+Known-user requests that arrive together are scored as one batch
+(:mod:`legcf_cli.batching`); an id is checked before it joins a batch, so a bad
+one is refused alone. Fold-in requests are scored one by one on the event loop.
 This module imports FastAPI at the top: only ``legcf serve`` imports it.
 """
 
@@ -30,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from legcf_cli.batching import UserBatcher
 from legcf_core.errors import ConfigError
 
 # The engine's ConfigError fields that mean "this id is not in the model" (404, not 422).
@@ -52,6 +55,8 @@ class Health(BaseModel):
     items: int
     embedding: str
     form: str
+    batches: int = Field(description="Batches of known-user requests scored so far.")
+    batched_users: int = Field(description="Users scored in them: over batches, the mean batch size.")
 
 
 class NewUser(BaseModel):
@@ -121,12 +126,12 @@ def create_app(served: Any, info: ModelInfo) -> FastAPI:
     """The HTTP app over ``served``, a model loaded once, before the server starts."""
     app = FastAPI(title="legcf", summary="Top-K recommendations from a legcf model.")
     app.add_exception_handler(ConfigError, engine_error)
-    health = Health(**info.__dict__)
+    batcher = UserBatcher(served)
 
     @app.get("/health")
     async def get_health() -> Health:
-        """The server is up; the model it serves."""
-        return health
+        """The server is up; the model it serves, and how its requests were batched."""
+        return Health(**info.__dict__, batches=batcher.batches, batched_users=batcher.users)
 
     @app.get("/recommend")
     async def recommend_user(
@@ -135,8 +140,8 @@ def create_app(served: Any, info: ModelInfo) -> FastAPI:
     ) -> UserRecommendations:
         """The k best items for a known user, items they had in training left out."""
         check_k(k, served.n_items, ("query", "k"))
-        items, scores = served.recommend([user], k=k)
-        return UserRecommendations(user=user, **answer(items[0], scores[0]))
+        index = served.user_indices([user])[0]
+        return UserRecommendations(user=user, **answer(*await batcher.top_items(index, k)))
 
     @app.post("/recommend")
     async def recommend_new_user(request: NewUser) -> Recommendations:

@@ -29,10 +29,12 @@ from legcf_core.tensor_files import (
     checked,
     csr_arrays,
     csr_from_arrays,
+    format_version,
     header,
     header_choice,
     header_int,
     ids_array,
+    narrowed,
     read_metadata,
     read_tensors,
     require,
@@ -43,8 +45,8 @@ from legcf_core.tensor_files import (
 __all__ = [
     "DATA_FILE", "EXPORT_FILE", "FORMAT", "FORMAT_VERSION", "LOCK_FILE", "MALFORMED_MANIFEST", "MANIFEST",
     "PARTITION_FILE", "PRETRAIN_FILE", "REFINE_FILE", "STAGE_FILES", "Malformed", "MalformedManifest",
-    "RunDir", "checked", "csr_arrays", "csr_from_arrays", "header", "header_choice", "header_int",
-    "ids_array", "move_run_dir", "read_metadata", "read_tensors", "remove_run_dir",
+    "RunDir", "checked", "csr_arrays", "csr_from_arrays", "format_version", "header", "header_choice",
+    "header_int", "ids_array", "narrowed", "move_run_dir", "read_metadata", "read_tensors", "remove_run_dir",
     "remove_stale_temporaries", "require", "serialize_tensors", "sha256_file", "write_bytes_atomic",
     "write_json_atomic", "write_tensors",
 ]  # fmt: skip

@@ -124,9 +124,16 @@ class Recommender:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k best items of each user (raw ids, users x k) and their scores, best first;
         items the user interacted with in training are left out unless ``exclude_seen`` is off."""
+        top, values = self.top_items(self.user_indices(users), k, exclude_seen)
+        return self.item_ids[top], values
+
+    def top_items(
+        self, index: np.ndarray, k: int = 20, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`recommend` on internal user indices, answering internal item indices: one
+        product for the whole batch, which is what a server batching its requests calls."""
         if k < 1:
             raise ConfigError("k", f"must be >= 1, got {k}")
-        index = self.user_indices(users)
         scores = self.user_rows[torch.from_numpy(index)] @ self.item_rows.T
         if exclude_seen and self.seen is not None:
             seen = self.seen[index].tocoo()
@@ -134,7 +141,7 @@ class Recommender:
                 torch.from_numpy(seen.row.astype(np.int64)), torch.from_numpy(seen.col.astype(np.int64))
             ] = -torch.inf
         top = torch.topk(scores, min(k, self.n_items), dim=1)
-        return self.item_ids[top.indices.cpu().numpy()], top.values.cpu().numpy()
+        return top.indices.cpu().numpy(), top.values.cpu().numpy()
 
 
 def _indices(kind: str, index: dict[int, int], ids: Sequence[int]) -> np.ndarray:

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from safetensors import SafetensorError, safe_open
 
 from legcf_core.errors import ArtifactError
+from legcf_core.packing import PackingError, has_uints, narrow_uints, read_uints
 from legcf_core.store_files import (
     DATA_FILE,
     FORMAT,
@@ -31,9 +32,19 @@ from legcf_core.store_files import (
 # ------------------------------------------------------------ tensor files
 
 
+# Kinds whose layout changed since version 1, and the version written now; older files
+# of these kinds are still read (version 2: indices in as few bits as they need).
+WRITTEN_VERSIONS = {"export": 2, "compact": 2}
+
+
+def format_version(kind: str | None) -> int:
+    """The version legcf writes for files of ``kind``, and the newest it reads."""
+    return WRITTEN_VERSIONS.get(kind or "", FORMAT_VERSION)
+
+
 def header(kind: str, **fields: Any) -> dict[str, str]:
     """The metadata every legcf tensor file starts with."""
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": kind}
+    meta = {"format": FORMAT, "format_version": str(format_version(kind)), "kind": kind}
     meta.update({key: str(value) for key, value in fields.items()})
     return meta
 
@@ -98,12 +109,14 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise ArtifactError(f"{path} is not a readable safetensors file ({short_repr(exc)})") from None
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not a legcf artifact (no 'format: {FORMAT}' header)")
-    version = meta.get("format_version")
-    if version != str(FORMAT_VERSION):
+    version, newest = meta.get("format_version"), format_version(meta.get("kind"))
+    readable = [str(v) for v in range(1, newest + 1)]
+    if version not in readable:
         shown = version if version is not None and version.isascii() and version.isdigit() else None
+        reads = f"version {newest}" if newest == 1 else f"versions 1 to {newest}"
         raise ArtifactError(
             f"{path} has format version {shown or repr(version)[:40]}, "
-            f"this legcf reads version {FORMAT_VERSION}; rerun the stage that made it"
+            f"this legcf reads {reads}; rerun the stage that made it"
         )
     return meta
 
@@ -157,7 +170,7 @@ def checked(path: Path):
     :class:`ArtifactError` naming the file, what is wrong and how to remake it."""
     try:
         yield
-    except Malformed as exc:
+    except (Malformed, PackingError) as exc:
         remedy = REMEDIES.get(Path(path).name, "export the model again with 'legcf export'")
         raise ArtifactError(f"{path} is malformed: {exc}; {remedy}") from None
 
@@ -208,20 +221,31 @@ def require(
 
 
 def ids_array(arrays: Mapping[str, np.ndarray], name: str, length: int) -> np.ndarray:
-    """Raw dataset ids: int64, ``length`` of them, non-negative and strictly increasing."""
-    ids = require(arrays, name, "int64", (length,))
-    if ids.size and (ids[0] < 0 or not (np.diff(ids) > 0).all()):
+    """Raw dataset ids as int64: ``length`` of them (stored in any integer type, or packed),
+    non-negative and strictly increasing."""
+    ids = read_uints(arrays, name, (length,))
+    if ids.size and not (np.diff(ids) > 0).all():
         raise Malformed(f"tensor {name!r} is not a sorted list of distinct non-negative ids")
     return ids
 
 
-def csr_arrays(prefix: str, matrix: sp.csr_matrix, with_data: bool = True) -> dict[str, np.ndarray]:
-    """A CSR matrix as ``prefix.indptr/indices[/data]`` arrays (+ its shape)."""
-    arrays = {
-        f"{prefix}.indptr": matrix.indptr.astype(np.int64),
-        f"{prefix}.indices": matrix.indices.astype(np.int32),
-        f"{prefix}.shape": np.asarray(matrix.shape, dtype=np.int64),
-    }
+def csr_arrays(
+    prefix: str, matrix: sp.csr_matrix, with_data: bool = True, narrow: bool = False
+) -> dict[str, np.ndarray]:
+    """A CSR matrix as ``prefix.indptr/indices[/data]`` arrays (+ its shape); ``narrow``:
+    row lengths ``prefix.counts`` instead of ``indptr``, and both they and the indices in
+    as few bits as they need (:mod:`legcf_core.packing`), as exported models store them."""
+    if narrow:
+        arrays = {
+            **narrow_uints(f"{prefix}.counts", np.diff(matrix.indptr)),
+            **narrow_uints(f"{prefix}.indices", matrix.indices),
+        }
+    else:
+        arrays = {
+            f"{prefix}.indptr": matrix.indptr.astype(np.int64),
+            f"{prefix}.indices": matrix.indices.astype(np.int32),
+        }
+    arrays[f"{prefix}.shape"] = np.asarray(matrix.shape, dtype=np.int64)
     if with_data:
         arrays[f"{prefix}.data"] = matrix.data.astype(np.float32)
     return arrays
@@ -233,27 +257,30 @@ def csr_from_arrays(
     shape: tuple[int, int] | None = None,
     with_data: bool | None = None,
 ) -> sp.csr_matrix:
-    """Inverse of :func:`csr_arrays`, checked: ``indptr`` int64 from 0 to nnz and never
-    decreasing, ``indices`` int32 within [0, columns), ``shape`` two non-negative int64
-    (equal to ``shape`` if given), ``data`` float32 of nnz values (required or refused by
-    ``with_data``; absent means all ones). Raises :class:`Malformed`."""
-    for part in ("indptr", "indices", "shape"):
-        if f"{prefix}.{part}" not in tensors:
-            raise Malformed(f"the CSR array '{prefix}.{part}' is missing")
-    stored = require(tensors, f"{prefix}.shape", "int64", (2,))
-    if (stored < 0).any():
-        raise Malformed(f"tensor '{prefix}.shape' is {stored.tolist()}, expected two sizes >= 0")
-    rows, columns = (int(v) for v in stored)
-    if shape is not None and (rows, columns) != tuple(shape):
-        raise Malformed(f"'{prefix}' is {rows} x {columns}, expected {shape[0]} x {shape[1]}")
-    indptr = require(tensors, f"{prefix}.indptr", "int64", (rows + 1,))
-    indices = require(tensors, f"{prefix}.indices", "int32", (None,))
-    if indptr[0] != 0 or indptr[-1] != indices.size or (np.diff(indptr) < 0).any():
-        raise Malformed(
-            f"tensor '{prefix}.indptr' must rise from 0 to {indices.size} (the number of indices) "
-            "without decreasing"
-        )
-    if indices.size and (indices.min() < 0 or indices.max() >= columns):
+    """Inverse of :func:`csr_arrays` (either form), checked: ``indptr`` rising from 0 to nnz
+    without decreasing (or ``counts``, one per row, summing to nnz), ``indices`` within
+    [0, columns), ``shape`` two non-negative int64 (equal to ``shape`` if given; optional
+    then), ``data`` float32 of nnz values (required or refused by ``with_data``; absent
+    means all ones). Raises :class:`Malformed`."""
+    rows, columns = _csr_shape(prefix, tensors, shape)
+    if not has_uints(tensors, f"{prefix}.indices"):
+        raise Malformed(f"the CSR array '{prefix}.indices' is missing")
+    indices = read_uints(tensors, f"{prefix}.indices", (None,))
+    if has_uints(tensors, f"{prefix}.counts"):
+        counts = read_uints(tensors, f"{prefix}.counts", (rows,))
+        if int(counts.sum()) != indices.size:
+            raise Malformed(f"tensor '{prefix}.counts' must sum to {indices.size} (the number of indices)")
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    elif has_uints(tensors, f"{prefix}.indptr"):
+        indptr = read_uints(tensors, f"{prefix}.indptr", (rows + 1,))
+        if indptr[0] != 0 or indptr[-1] != indices.size or (np.diff(indptr) < 0).any():
+            raise Malformed(
+                f"tensor '{prefix}.indptr' must rise from 0 to {indices.size} (the number of indices) "
+                "without decreasing"
+            )
+    else:
+        raise Malformed(f"the CSR array '{prefix}.counts' (or '{prefix}.indptr') is missing")
+    if indices.size and indices.max() >= columns:
         raise Malformed(f"tensor '{prefix}.indices' holds column indices outside 0..{columns - 1}")
     name = f"{prefix}.data"
     if with_data is False and name in tensors:
@@ -262,5 +289,32 @@ def csr_from_arrays(
         data = require(tensors, name, "float32", (indices.size,))
     else:
         data = np.ones(indices.size, dtype=np.float32)
-    return sp.csr_matrix((data, indices, indptr), shape=(rows, columns))
+    return sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(rows, columns))
 
+
+def narrowed(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``tensors`` with every CSR group (``P.indptr`` + ``P.indices``) in the narrow form of
+    :func:`csr_arrays`: what an exported model stores, whatever layer wrote the arrays."""
+    out = dict(tensors)
+    for name in [key for key in tensors if key.endswith(".indptr")]:
+        prefix = name.removesuffix(".indptr")
+        indptr, indices = out.pop(name), out.pop(f"{prefix}.indices")
+        out.update(narrow_uints(f"{prefix}.counts", np.diff(indptr)))
+        out.update(narrow_uints(f"{prefix}.indices", indices))
+    return out
+
+
+def _csr_shape(
+    prefix: str, tensors: Mapping[str, np.ndarray], shape: tuple[int, int] | None
+) -> tuple[int, int]:
+    if f"{prefix}.shape" not in tensors:
+        if shape is None:
+            raise Malformed(f"the CSR array '{prefix}.shape' is missing")
+        return shape
+    stored = require(tensors, f"{prefix}.shape", "int64", (2,))
+    if (stored < 0).any():
+        raise Malformed(f"tensor '{prefix}.shape' is {stored.tolist()}, expected two sizes >= 0")
+    rows, columns = (int(v) for v in stored)
+    if shape is not None and (rows, columns) != tuple(shape):
+        raise Malformed(f"'{prefix}' is {rows} x {columns}, expected {shape[0]} x {shape[1]}")
+    return rows, columns

@@ -15,6 +15,7 @@ from helpers import assert_clean_error, copy_run, invoke, invoke_ok, rewrite_ten
 
 import legcf_core
 from legcf_core.errors import ArtifactError
+from legcf_core.packing import read_uints
 
 Change = Callable[[dict, dict], None]
 
@@ -33,6 +34,30 @@ def _replace(name: str, make) -> Change:
         tensors[name] = make(tensors[name])
 
     return change
+
+
+def _uints(name: str, make) -> Change:
+    """Change an integer array of an export, stored plain or bit-packed; written back plain int64
+    (which the reader also takes), so the damage is in the values, not the packing."""
+
+    def change(tensors: dict, meta: dict) -> None:
+        values = read_uints(tensors, name, (None,) * _ndim(tensors, name))
+        tensors.pop(f"{name}.packed", None), tensors.pop(f"{name}.layout", None)
+        tensors[name] = make(values.copy())
+
+    return change
+
+
+def _ndim(tensors: dict, name: str) -> int:
+    return tensors[name].ndim if name in tensors else tensors[f"{name}.layout"].size - 1
+
+
+def _at(index, value):
+    def make(array: np.ndarray) -> np.ndarray:
+        array[index] = value
+        return array
+
+    return make
 
 
 def _add(name: str, value: np.ndarray) -> Change:
@@ -55,25 +80,29 @@ def _header(key: str, value: str | None) -> Change:
 
 # (id, change, words the error line must hold)
 EXPORT_CASES = [
-    ("indptr-1e9", _set("assignment.indptr", 1, 10**9), ["assignment.indptr"]),
-    ("indptr-decreasing", _set("assignment.indptr", -2, 0), ["assignment.indptr"]),
-    ("indptr-not-from-0", _set("assignment.indptr", 0, 1), ["assignment.indptr"]),
-    ("index-out-of-range", _set("assignment.indices", 0, 10**6), ["assignment.indices"]),
-    ("index-negative", _set("assignment.indices", 0, -1), ["assignment.indices"]),
+    ("counts-1e9", _uints("assignment.counts", _at(1, 10**9)), ["assignment.counts"]),
+    ("counts-negative", _uints("assignment.counts", _at(0, -1)), ["assignment.counts"]),
+    ("counts-short", _uints("assignment.counts", lambda a: a[:-1]), ["assignment.counts", "shape"]),
+    ("index-out-of-range", _uints("assignment.indices", _at(0, 10**6)), ["assignment.indices"]),
+    ("index-negative", _uints("assignment.indices", _at(0, -1)), ["assignment.indices"]),
+    ("packed-float", _replace("assignment.indices.packed", lambda a: a.astype(np.float32)), ["uint8"]),
+    ("packed-layout-lies", _set("assignment.indices.layout", 0, 30), ["assignment.indices.packed"]),
+    ("packed-layout-huge", _set("assignment.indices.layout", 1, 2**62), ["assignment.indices.packed"]),
+    ("packed-no-layout", _drop("assignment.indices.layout"), ["assignment.indices.layout"]),
     ("negative-shape", _set("assignment.shape", 0, -1), ["assignment.shape"]),
     ("shape-3-values", _replace("assignment.shape", lambda a: np.r_[a, 1]), ["assignment.shape"]),
     ("data-short", _replace("assignment.data", lambda a: a[:-1]), ["assignment.data"]),
     ("data-nan", _set("assignment.data", 0, np.nan), ["assignment.data", "NaN"]),
     ("missing-codebook", _drop("codebook"), ["codebook", "missing"]),
-    ("missing-indices", _drop("assignment.indices"), ["assignment.indices", "missing"]),
-    ("missing-train", _drop("train.indptr"), ["train.indptr"]),
+    ("missing-indices", _drop("assignment.indices.packed"), ["assignment.indices", "missing"]),
+    ("missing-train", _drop("train.counts.packed"), ["train.counts", "missing"]),
     ("codebook-float64", _replace("codebook", lambda a: a.astype(np.float64)), ["codebook", "float64"]),
     ("codebook-width", _replace("codebook", lambda a: a[:, :-1]), ["codebook", "shape"]),
     ("codebook-1d", _replace("codebook", lambda a: a.ravel()), ["codebook", "shape"]),
     ("codebook-nan", _set("codebook", (0, 0), np.inf), ["codebook"]),
-    ("indices-int64", _replace("assignment.indices", lambda a: a.astype(np.int64)), ["int64"]),
-    ("user-ids-short", _replace("user_ids", lambda a: a[:-1]), ["user_ids"]),
-    ("user-ids-unsorted", _replace("user_ids", lambda a: a[::-1].copy()), ["user_ids"]),
+    ("indices-float", _uints("assignment.indices", lambda a: a.astype(np.float32)), ["float32"]),
+    ("user-ids-short", _uints("user_ids", lambda a: a[:-1]), ["user_ids"]),
+    ("user-ids-unsorted", _uints("user_ids", lambda a: a[::-1].copy()), ["user_ids"]),
     ("train-shape", _set("train.shape", 1, 3), ["train"]),
     ("foreign-backbone-weight", _add("backbone.w1.0", np.zeros((2, 2), np.float32)), ["backbone.w1.0"]),
     ("dim-not-int", _header("dim", "16.0"), ["'dim'", "not an integer"]),
@@ -146,8 +175,7 @@ def test_reported_crashes_are_one_line_in_a_subprocess(tmp_path, exported_model,
     import sys
 
     tensors, meta = tensor_file(exported_model)
-    tensors["assignment.indptr"] = tensors["assignment.indptr"].copy()
-    tensors["assignment.indptr"][1] = 10**9
+    _uints("assignment.counts", _at(1, 10**9))(tensors, meta)
     bad = rewrite_tensors(tmp_path / "model.safetensors", tensors, meta)
     run_dir = copy_run(trained_run, tmp_path / "run")
     tensors, meta = tensor_file(run_dir / "refine.safetensors")
@@ -172,3 +200,29 @@ def test_backbone_weight_shapes_are_what_they_build():
         kind = backbone_type(name)
         built = {k: tuple(v.shape) for k, v in kind(4, 2, 0).state_dict().items()}
         assert kind.weight_shapes(4, 2) == built, name
+
+
+def _widened(tensors: dict) -> dict:
+    """An export's arrays in format version 1's layout: int64 indptr, int32 indices, int64 ids."""
+    wide = {k: v for k, v in tensors.items() if k.split(".")[-1] not in ("packed", "layout", "counts")}
+    for prefix in ("assignment", "train"):
+        counts = read_uints(tensors, f"{prefix}.counts", (None,))
+        wide[f"{prefix}.indptr"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        wide[f"{prefix}.indices"] = read_uints(tensors, f"{prefix}.indices", (None,)).astype(np.int32)
+    for name in ("user_ids", "item_ids"):
+        wide[name] = read_uints(tensors, name, (None,))
+    return wide
+
+
+def test_a_version_1_export_still_serves_the_same_and_a_newer_one_is_refused(tmp_path, exported_model):
+    tensors, meta = tensor_file(exported_model)
+    assert meta["format_version"] == "2" and "assignment.indices.packed" in tensors
+    old = rewrite_tensors(tmp_path / "v1.safetensors", _widened(tensors), {**meta, "format_version": "1"})
+    assert old.stat().st_size > exported_model.stat().st_size
+    now, then = legcf_core.load(exported_model), legcf_core.load(old)
+    users = now.user_ids
+    np.testing.assert_array_equal(now.recommend(users, k=10)[0], then.recommend(users, k=10)[0])
+    newer = rewrite_tensors(tmp_path / "v3.safetensors", tensors, {**meta, "format_version": "3"})
+    assert_clean_error(
+        invoke("recommend", newer, "--user", str(users[0])), "format version 3", "versions 1 to 2"
+    )

@@ -17,10 +17,10 @@ from legcf_core.compact import (
     fit_codes,
     form_arrays,
     form_from_arrays,
-    index_dtype,
 )
 from legcf_core.errors import ConfigError
 from legcf_core.model import node_outputs
+from legcf_core.packing import bits_needed, index_dtype, read_uints
 from legcf_core.stages import load_data, load_model
 from legcf_core.stages.export_compact import export_compact
 
@@ -70,7 +70,7 @@ def test_form_arrays_round_trip_in_narrow_types():
     )
     arrays = form_arrays(form, "float32")
     assert arrays["columns"].dtype == np.uint8 and arrays["weights"].shape == (20, 3)
-    back = form_from_arrays(arrays, "float32")
+    back = form_from_arrays(arrays, "float32", 20)
     np.testing.assert_array_equal(back.columns, form.columns)
     np.testing.assert_array_equal(back.weights, form.weights)
     np.testing.assert_array_equal(back.entity_rows(), form.entity_rows())
@@ -100,7 +100,9 @@ def test_legcf_compact_rows_fit_h_full_with_t_meta_rows(trained_run, tmp_path):
 
     assert error(served) < 0.5 * error(training_s)  # the fitted S explains H_full far better
     tensors, _ = read_tensors(output, kind="compact")
-    assert tensors["columns"].dtype == np.uint8 and tensors["columns"].shape == (data.n_entities, 2)
+    columns = read_uints(tensors, "columns", (data.n_entities, 2), upper=h_meta.shape[0] - 1)
+    assert columns.shape == (data.n_entities, 2)
+    assert tensors["columns.layout"][0] == bits_needed(h_meta.shape[0] - 1)  # bit-packed, no bit wasted
     assert result["params"] == h_meta.numel() + 2 * 2 * data.n_entities
     exact = legcf_core.load(run.path)
     users = exact.user_ids[:50]
@@ -158,12 +160,24 @@ def _corruptions(tensors, meta):
     yield "n_users", dict(tensors), {**meta, "n_users": "99999999"}
     yield "dtype", dict(tensors), {**meta, "dtype": "float8"}
     yield "no-weights", {k: v for k, v in tensors.items() if k != "weights"}, meta
-    columns = tensors["columns"].copy()
+    plain = {k: v for k, v in tensors.items() if not k.startswith(("columns.", "seen.counts."))}
+    columns = read_uints(tensors, "columns", (None, None))
     columns[0, 0] = 250
-    yield "column-range", {**tensors, "columns": columns}, meta
-    indptr = tensors["seen.indptr"].astype(np.int64)
-    indptr[1] = 10**9
-    yield "indptr", {**tensors, "seen.indptr": indptr}, meta
+    yield (
+        "column-range",
+        {**plain, "columns": columns, "seen.counts": read_uints(tensors, "seen.counts", (None,))},
+        meta,
+    )
+    counts = read_uints(tensors, "seen.counts", (None,))
+    counts[1] = 10**9
+    yield (
+        "counts",
+        {**plain, "columns": read_uints(tensors, "columns", (None, None)), "seen.counts": counts},
+        meta,
+    )
+    layout = tensors["columns.layout"].copy()
+    layout[1] = 2**40
+    yield "layout", {**tensors, "columns.layout": layout}, meta
     yield "weights-f64", {**tensors, "weights": tensors["weights"].astype(np.float64)}, meta
     yield "nan", {**tensors, "meta_rows": np.full_like(tensors["meta_rows"], np.nan)}, meta
 
@@ -181,3 +195,53 @@ def test_a_damaged_compact_file_is_one_line(trained_run, tmp_path):
         bad = tmp_path / f"{name}.safetensors"
         write_tensors(bad, bad_tensors, bad_meta)
         assert_clean_error(invoke("recommend", bad, "--user", int(tensors.get("user_ids", [0])[0])), bad.name)
+
+
+def test_a_version_1_compact_file_still_serves_the_same(trained_run, tmp_path):
+    """Version 1 stored columns and row pointers byte-aligned, and the seen items without a shape."""
+    from legcf_core.artifacts import write_tensors
+
+    path = tmp_path / "compact.safetensors"
+    export_compact(RunDir(copy_run(trained_run, tmp_path / "run")), path)
+    tensors, meta = read_tensors(path, kind="compact")
+    assert meta["format_version"] == "2"
+    counts = read_uints(tensors, "seen.counts", (None,))
+    old = {k: v for k, v in tensors.items() if not k.startswith(("columns", "seen."))}
+    old["columns"] = read_uints(tensors, "columns", (None, None)).astype(np.uint16)
+    old["seen.indptr"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    old["seen.indices"] = read_uints(tensors, "seen.indices", (None,)).astype(np.uint16)
+    write_tensors(tmp_path / "v1.safetensors", old, {**meta, "format_version": "1"})
+    now, then = legcf_core.load(path), legcf_core.load(tmp_path / "v1.safetensors")
+    users = now.user_ids
+    np.testing.assert_array_equal(now.recommend(users, k=10)[0], then.recommend(users, k=10)[0])
+
+
+def test_refitting_the_meta_rows_rebuilds_the_rows_better():
+    """Rows made of two rows of a dictionary, and a start 30% off it: rounds of refitting move the
+    meta rows toward the dictionary, and the kept fit is never worse than the first."""
+    from legcf_core.compact import fit_compact
+
+    rng = np.random.default_rng(4)
+    truth = torch.from_numpy(rng.normal(size=(20, 12)))
+    columns = np.stack([rng.choice(20, 2, replace=False) for _ in range(400)])
+    rows = (
+        torch.from_numpy(rng.uniform(0.5, 2, (400, 2)))[:, :, None] * truth[torch.from_numpy(columns)]
+    ).sum(1)
+    start = truth + 0.3 * torch.from_numpy(rng.normal(size=(20, 12)))
+
+    def error(rounds: int) -> float:
+        meta, cols, weights = fit_compact(rows, start, 2, rounds)
+        rebuilt = (
+            torch.from_numpy(weights).double()[:, :, None] * torch.from_numpy(meta).double()[cols]
+        ).sum(1)
+        return float((rebuilt - rows).norm() / rows.norm())
+
+    first, refitted = error(0), error(5)
+    assert refitted < 0.6 * first, (first, refitted)
+    assert error(1) <= first
+
+
+def test_compact_options_without_compact_are_refused(trained_run):
+    from helpers import assert_clean_error, invoke
+
+    assert_clean_error(invoke("export", trained_run, "--fit-rounds", 1), "--compact")

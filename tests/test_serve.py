@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,9 @@ def server(request, exported_model, compact_model):
 def test_health_names_the_model(server):
     client, model, form = server
     loaded = legcf_core.load(model)
-    assert client.get("/health").json() == {
+    health = client.get("/health").json()
+    assert health.pop("batches") >= 0 and health.pop("batched_users") >= 0
+    assert health == {
         "status": "ok",
         "users": loaded.n_users,
         "items": loaded.n_items,
@@ -92,6 +95,28 @@ def test_known_users_get_what_the_python_api_gives(server):
             body = answer.json()
             assert body["user"] == user and body["items"] == items[0].tolist()
             assert body["scores"] == pytest.approx(scores[0].tolist(), abs=1e-5)
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server):
+    client, model, _ = server
+    loaded = legcf_core.load(model)
+    users = [int(u) for u in loaded.user_ids[:48]]
+    before = client.get("/health").json()
+
+    def ask(user: int) -> tuple[int, int, dict]:
+        k = 1 + user % 7  # different k in one batch: each gets a prefix of the batch's top-k
+        with httpx.Client(base_url=str(client.base_url), timeout=60) as own:
+            return user, k, own.get("/recommend", params={"user": user, "k": k}).json()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(ask, users * 2))
+    for user, k, body in answers:
+        items, scores = loaded.recommend([user], k=k)
+        assert body["user"] == user and body["items"] == items[0].tolist()
+        assert body["scores"] == pytest.approx(scores[0].tolist(), abs=1e-5)
+    after = client.get("/health").json()
+    assert after["batched_users"] - before["batched_users"] == len(answers)
+    assert after["batches"] - before["batches"] < len(answers)  # some requests shared a batch
 
 
 def test_k_defaults_to_20(server):

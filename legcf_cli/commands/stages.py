@@ -28,6 +28,7 @@ from legcf_cli.options import (
     EmbeddingOpt,
     EpochsOpt,
     EvalEveryOpt,
+    FitRoundsOpt,
     InitOpt,
     ItemColOpt,
     JsonOpt,
@@ -250,20 +251,27 @@ def export(
     dtype: DtypeOpt = "float32",
     seen: SeenOpt = True,
     codes: CodesOpt = None,
+    fit_rounds: FitRoundsOpt = 3,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a self-contained model file: exact (the layer, backbone weights and graph), or
     --compact, the serving form (meta-embeddings and t weights an entity)."""
-    if not compact and (dtype != "float32" or not seen or codes is not None):
+    if not compact and (dtype != "float32" or not seen or codes is not None or fit_rounds != 3):
         raise typer.BadParameter(
-            "--dtype, --no-seen and --codes apply to --compact only", param_hint="--compact"
+            "--dtype, --no-seen, --codes and --fit-rounds apply to --compact only", param_hint="--compact"
         )
     if compact:
         from legcf_core.stages.export_compact import export_compact
 
         engine.stages()
         result = export_compact(
-            engine.run_dir(run_dir), output, model.value, getattr(dtype, "value", dtype), seen, codes
+            engine.run_dir(run_dir),
+            output,
+            model.value,
+            getattr(dtype, "value", dtype),
+            seen,
+            codes,
+            fit_rounds,
         )
     else:
         result = engine.stages().export(engine.run_dir(run_dir), output, model.value)

@@ -8,6 +8,7 @@ keeps each item's degree, which placing a new user needs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.compact import CompactForm, compact_form, form_arrays, form_from_arrays, index_dtype
+from legcf_core.compact import STORED, CompactForm, compact_form, form_arrays, form_from_arrays
 from legcf_core.errors import ConfigError
 from legcf_core.model import node_outputs
+from legcf_core.packing import has_uints, narrow_uints, read_uints
 from legcf_core.recommender import FoldIn, Recommender
 from legcf_core.stages.inputs import load_data, load_model
 
@@ -26,21 +28,19 @@ COMPACT_FILE = "model.compact.safetensors"
 CPU = torch.device("cpu")
 
 
-def narrow_ids(ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Raw ids in the narrowest type, or nothing when they are 0..n-1 (the header says so)."""
+def id_arrays(prefix: str, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw ids in as few bits as they need, or nothing when they are 0..n-1 (the reader's default)."""
     if np.array_equal(ids, np.arange(ids.size)):
         return {}
-    return {"ids": ids.astype(index_dtype(int(ids.max(initial=0)))) if ids.min(initial=0) >= 0 else ids}
+    return narrow_uints(f"{prefix}_ids", ids)
 
 
-def seen_arrays(train: sp.csr_matrix, keep_seen: bool) -> dict[str, np.ndarray]:
-    if not keep_seen:
-        degrees = np.asarray(train.sum(axis=0)).ravel().astype(np.int64)
-        return {"item_degrees": degrees.astype(index_dtype(int(degrees.max(initial=0))))}
-    return {
-        "seen.indptr": train.indptr.astype(index_dtype(train.nnz)),
-        "seen.indices": train.indices.astype(index_dtype(train.shape[1] - 1)),
-    }
+def interaction_arrays(seen: sp.csr_matrix, keep_seen: bool) -> dict[str, np.ndarray]:
+    """The training interactions (what leaving out seen items needs) as narrow CSR, or without
+    them each item's degree (what placing a new user needs)."""
+    if keep_seen:
+        return art.csr_arrays("seen", seen, with_data=False, narrow=True)
+    return narrow_uints("item_degrees", np.bincount(seen.indices, minlength=seen.shape[1]))
 
 
 def export_compact(
@@ -50,16 +50,23 @@ def export_compact(
     dtype: str = "float32",
     keep_seen: bool = True,
     codes: int | None = None,
+    fit_rounds: int = 3,
 ) -> dict[str, Any]:
     """Write the compact serving form; returns what it holds and its size. ``codes``: meta rows
-    an entity (default: the model's t), for a layer with an assignment."""
+    an entity (default: the model's t), for a layer with an assignment; ``fit_rounds``: rounds
+    of refitting the meta rows to the codes (:func:`legcf_core.compact.fit_compact`)."""
+    if fit_rounds < 0:
+        raise ConfigError("fit_rounds", f"must be >= 0, got {fit_rounds}")
     data = load_data(run)
     chosen = load_model(run, which, data.n_entities)
     model = chosen.model
     codes = resolve_codes(model.layer.assignment, codes)
-    form = compact_form(node_outputs(model, data.train, data.n_users, CPU), data.n_entities, codes)
+    outputs = node_outputs(model, data.train, data.n_users, CPU)
+    form = compact_form(outputs, data.n_entities, codes, fit_rounds)
     tensors = compact_tensors(form, data, dtype, keep_seen)
-    stored = sum(int(v.size) for k, v in tensors.items() if k in ("meta_rows", "columns", "weights", "rows"))
+    stored = sum(
+        int(part.size) for part in (form.meta_rows, form.columns, form.weights, form.rows) if part is not None
+    )
     meta = art.header(
         "compact",
         dataset=run.load_manifest()["dataset"]["fingerprint"],
@@ -71,6 +78,7 @@ def export_compact(
         dtype=dtype,
         seen=int(keep_seen),
         codes=codes or 0,
+        fit_rounds=fit_rounds if codes else 0,
         params=stored,
     )
     output = Path(output) if output is not None else run.file(COMPACT_FILE)
@@ -82,6 +90,7 @@ def export_compact(
         "dtype": dtype,
         "seen": keep_seen,
         "codes": codes,
+        "fit_rounds": fit_rounds if codes else 0,
         "params": stored,
         "embedding": model.embedding,
         "model": chosen.source,
@@ -105,98 +114,84 @@ def resolve_codes(assignment: sp.csr_matrix | None, codes: int | None) -> int | 
 
 def compact_tensors(form: Any, data: Any, dtype: str, keep_seen: bool) -> dict[str, np.ndarray]:
     """The serving form, the seen items (or item degrees) and any ids that are not 0..n-1."""
-    tensors = {**form_arrays(form, dtype), **seen_arrays(data.train, keep_seen)}
-    for prefix, ids in (("user", data.user_ids), ("item", data.item_ids)):
-        tensors.update({f"{prefix}_{k}": v for k, v in narrow_ids(ids).items()})
-    return tensors
+    return {
+        **form_arrays(form, dtype),
+        **interaction_arrays(data.train, keep_seen),
+        **id_arrays("user", data.user_ids),
+        **id_arrays("item", data.item_ids),
+    }
 
 
-STORED = {
-    "float32": "float32",
-    "float16": "float16",
-    "bfloat16": "int16",
-}  # the dtype each precision is kept in
+@dataclass
+class CompactFile:
+    """A compact file's contents, checked: the serving form and what serving needs beside it."""
+
+    meta: dict[str, str]
+    form: CompactForm
+    seen: sp.csr_matrix | None  # the training interactions, unless the file left them out
+    item_degrees: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_ids.size)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_ids.size)
+
+    def params(self) -> int:
+        """Numbers of the serving form: meta rows, columns and weights, or the rows."""
+        parts = (self.form.meta_rows, self.form.columns, self.form.weights, self.form.rows)
+        return sum(int(part.size) for part in parts if part is not None)
 
 
-def check_compact(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> tuple[int, int, str]:
-    """Raise ``Malformed`` unless the arrays are a compact model of the header's sizes."""
+def parse_compact(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> CompactFile:
+    """A compact file's arrays as a :class:`CompactFile`; raises ``Malformed`` (or
+    ``PackingError``) at the first array that breaks the format."""
     n_users, n_items = art.header_int(meta, "n_users", 1), art.header_int(meta, "n_items", 1)
     dtype = art.header_choice(meta, "dtype", tuple(STORED))
-    n = n_users + n_items
-    if "rows" in tensors:
-        art.require(tensors, "rows", STORED[dtype], (n, None))
+    form = form_from_arrays(tensors, dtype, n_users + n_items)
+    if has_uints(tensors, "seen.counts") or has_uints(tensors, "seen.indptr"):
+        seen = art.csr_from_arrays("seen", tensors, (n_users, n_items), with_data=False)
+        degrees = np.bincount(seen.indices, minlength=n_items)
+    elif has_uints(tensors, "item_degrees"):
+        seen, degrees = None, read_uints(tensors, "item_degrees", (n_items,))
     else:
-        meta_rows = art.require(tensors, "meta_rows", STORED[dtype], (None, None))
-        columns = tensors.get("columns")
-        if columns is None or columns.dtype.kind not in "iu" or columns.ndim != 2 or columns.shape[0] != n:
-            raise art.Malformed(f"tensor 'columns' must be {n} rows of integer meta-embedding indices")
-        if columns.size and (columns.min() < 0 or columns.max() >= meta_rows.shape[0]):
-            raise art.Malformed(f"tensor 'columns' holds indices outside 0..{meta_rows.shape[0] - 1}")
-        art.require(tensors, "weights", STORED[dtype], columns.shape)
-    _check_interactions(tensors, n_users, n_items)
-    for name, length in (("user_ids", n_users), ("item_ids", n_items)):
-        ids = tensors.get(name)
-        if ids is not None and (
-            ids.dtype.kind not in "iu" or ids.shape != (length,) or len(np.unique(ids)) != length
-        ):
-            raise art.Malformed(f"tensor {name!r} must hold {length} distinct integer ids")
-    return n_users, n_items, dtype
+        raise art.Malformed(f"a compact model without seen items needs {n_items} item degrees")
+    user_ids, item_ids = _ids(tensors, "user_ids", n_users), _ids(tensors, "item_ids", n_items)
+    return CompactFile(meta, form, seen, degrees, user_ids, item_ids)
 
 
-def _check_interactions(tensors: dict[str, np.ndarray], n_users: int, n_items: int) -> None:
-    if "seen.indptr" not in tensors:
-        degrees = tensors.get("item_degrees")
-        if (
-            degrees is None
-            or degrees.dtype.kind not in "iu"
-            or degrees.shape != (n_items,)
-            or (degrees < 0).any()
-        ):
-            raise art.Malformed(f"a compact model without seen items needs {n_items} item degrees")
-        return
-    indptr, indices = tensors["seen.indptr"], tensors.get("seen.indices")
-    if indices is None or indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
-        raise art.Malformed("the seen items need integer 'seen.indptr' and 'seen.indices'")
-    steps = np.diff(indptr.astype(np.int64))
-    if indptr.shape != (n_users + 1,) or indptr[0] != 0 or (steps < 0).any() or indptr[-1] != indices.size:
-        raise art.Malformed(f"tensor 'seen.indptr' must rise from 0 to {indices.size} over {n_users} users")
-    if indices.size and indices.max() >= n_items:
-        raise art.Malformed(f"tensor 'seen.indices' holds items outside 0..{n_items - 1}")
+def _ids(tensors: dict[str, np.ndarray], name: str, length: int) -> np.ndarray:
+    if not has_uints(tensors, name):
+        return np.arange(length, dtype=np.int64)
+    ids = read_uints(tensors, name, (length,))
+    if np.unique(ids).size != length:
+        raise art.Malformed(f"tensor {name!r} must hold {length} distinct ids")
+    return ids
 
 
 def load_compact(path: Path, device: torch.device = CPU) -> Recommender:
     """A recommender from a compact file, checked before any array is used."""
-    return compact_recommender(*read_compact(path), device)
+    return compact_recommender(read_compact(path), device)
 
 
-def read_compact(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str], CompactForm]:
-    """A compact file's tensors, header and serving form, checked before any array is used."""
+def read_compact(path: Path) -> CompactFile:
+    """A compact file, every array checked before use (one error naming the file otherwise)."""
     tensors, meta = art.read_tensors(Path(path), kind="compact")
     with art.checked(Path(path)):
-        check_compact(tensors, meta)
-    return tensors, meta, form_from_arrays(tensors, meta["dtype"])
+        return parse_compact(tensors, meta)
 
 
-def compact_recommender(
-    tensors: dict[str, np.ndarray], meta: dict[str, str], form: CompactForm, device: torch.device = CPU
-) -> Recommender:
-    """The recommender a checked compact file (:func:`read_compact`) holds."""
-    n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
-    h = torch.from_numpy(form.entity_rows()).to(device)
-    seen, degrees = None, tensors.get("item_degrees")
-    if "seen.indptr" in tensors:
-        seen = sp.csr_matrix(
-            (
-                np.ones(tensors["seen.indices"].size, np.float32),
-                tensors["seen.indices"].astype(np.int64),
-                tensors["seen.indptr"].astype(np.int64),
-            ),
-            shape=(n_users, n_items),
-        )
-        degrees = np.asarray(seen.sum(axis=0)).ravel()
-    user_ids = tensors.get("user_ids", np.arange(n_users)).astype(np.int64)
-    item_ids = tensors.get("item_ids", np.arange(n_items)).astype(np.int64)
+def compact_recommender(file: CompactFile, device: torch.device = CPU) -> Recommender:
+    """The recommender a checked compact file holds."""
+    h = torch.from_numpy(file.form.entity_rows()).to(device)
+    form = file.form
     meta_rows = None if form.meta_rows is None else torch.from_numpy(form.meta_rows).to(device)
     per_entity = 0 if form.columns is None else form.columns.shape[1]
-    fold_in = FoldIn(np.asarray(degrees, dtype=np.float32), meta_rows, per_entity)
-    return Recommender(h[:n_users], h[n_users:], seen, user_ids, item_ids, fold_in)
+    fold_in = FoldIn(file.item_degrees.astype(np.float32), meta_rows, per_entity)
+    seen = None if file.seen is None else file.seen.astype(np.float32)
+    n_users = file.n_users
+    return Recommender(h[:n_users], h[n_users:], seen, file.user_ids, file.item_ids, fold_in)

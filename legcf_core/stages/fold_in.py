@@ -15,11 +15,12 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.compact import CompactForm, fit_codes, form_arrays, index_dtype
+from legcf_core.compact import CompactForm, fit_codes, form_arrays
 from legcf_core.data import read_file
 from legcf_core.errors import ArtifactError
 from legcf_core.foldin import NewInteractions, fold_in_rows, split_new
-from legcf_core.stages.export_compact import compact_recommender, read_compact
+from legcf_core.packing import narrow_uints
+from legcf_core.stages.export_compact import compact_recommender, id_arrays, interaction_arrays, read_compact
 
 
 def fold_in(model_path: Path, interactions_path: Path, output: Path) -> dict[str, Any]:
@@ -28,8 +29,8 @@ def fold_in(model_path: Path, interactions_path: Path, output: Path) -> dict[str
         raise ArtifactError(
             f"{model_path} is not a compact model; fold-in adds to what 'legcf export --compact' writes"
         )
-    tensors, meta, form = read_compact(Path(model_path))
-    served = compact_recommender(tensors, meta, form)
+    file = read_compact(Path(model_path))
+    served, form, meta = compact_recommender(file), file.form, file.meta
     users, items = read_file(Path(interactions_path))
     pairs = np.unique(np.stack([users, items], axis=1), axis=0) if users.size else np.zeros((0, 2), np.int64)
     degrees = served.item_degrees()
@@ -37,12 +38,13 @@ def fold_in(model_path: Path, interactions_path: Path, output: Path) -> dict[str
     user_rows, item_rows = fold_in_rows(served.user_rows, served.item_rows, degrees, new)
     out = {
         **form_arrays(extended_form(form, served.n_users, user_rows, item_rows), meta["dtype"]),
-        **extended_interactions(tensors, served, new),
-        "user_ids": _narrow(np.concatenate([served.user_ids, new.users])),
-        "item_ids": _narrow(np.concatenate([served.item_ids, new.items])),
+        **extended_interactions(served, new),
+        **id_arrays("user", np.concatenate([served.user_ids, new.users])),
+        **id_arrays("item", np.concatenate([served.item_ids, new.items])),
     }
     n_users, n_items = served.n_users + new.users.size, served.n_items + new.items.size
-    header = {**meta, "n_users": str(n_users), "n_items": str(n_items)}
+    version = str(art.format_version("compact"))  # written in today's layout, whatever the input's
+    header = {**meta, "format_version": version, "n_users": str(n_users), "n_items": str(n_items)}
     header["folded_users"] = str(int(meta.get("folded_users", 0)) + new.users.size)
     header["folded_items"] = str(int(meta.get("folded_items", 0)) + new.items.size)
     art.write_tensors(Path(output), out, header)
@@ -69,15 +71,13 @@ def extended_form(form: CompactForm, n_users: int, users: torch.Tensor, items: t
     return CompactForm(form.meta_rows, columns, weights, None)
 
 
-def extended_interactions(
-    tensors: dict[str, np.ndarray], served: Any, new: NewInteractions
-) -> dict[str, np.ndarray]:
+def extended_interactions(served: Any, new: NewInteractions) -> dict[str, np.ndarray]:
     """The seen items with the new users' rows appended, or the item degrees with theirs counted."""
     n_items = served.n_items + new.items.size
     if served.seen is None:
         degrees = np.concatenate([served.item_degrees(), np.zeros(new.items.size)]).astype(np.int64)
         degrees += np.bincount(new.item_columns, minlength=n_items)
-        return {"item_degrees": degrees.astype(index_dtype(int(degrees.max(initial=0))))}
+        return narrow_uints("item_degrees", degrees)
     added = sp.csr_matrix(
         (np.ones(new.item_columns.size, np.float32), (new.user_rows, new.item_columns)),
         shape=(new.users.size, n_items),
@@ -86,11 +86,4 @@ def extended_interactions(
     old.resize((served.n_users, n_items))
     seen = sp.vstack([old, added]).tocsr()
     seen.sort_indices()
-    return {
-        "seen.indptr": seen.indptr.astype(index_dtype(seen.nnz)),
-        "seen.indices": seen.indices.astype(index_dtype(n_items - 1)),
-    }
-
-
-def _narrow(ids: np.ndarray) -> np.ndarray:
-    return ids.astype(index_dtype(int(ids.max(initial=0)))) if ids.min(initial=0) >= 0 else ids
+    return interaction_arrays(seen, keep_seen=True)

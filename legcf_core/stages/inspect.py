@@ -10,7 +10,7 @@ from legcf_core import artifacts as art
 from legcf_core.errors import ArtifactError
 from legcf_core.model import StoredModel
 from legcf_core.stages.export import load_export
-from legcf_core.stages.export_compact import check_compact
+from legcf_core.stages.export_compact import parse_compact
 from legcf_core.stages.inputs import load_data, load_model, load_partition_parts
 
 
@@ -38,18 +38,18 @@ def inspect_compact(path: Path) -> dict[str, Any]:
     """What a compact file holds: its form, precision and sizes (checked as ``load`` checks it)."""
     tensors, meta = art.read_tensors(path, kind="compact")
     with art.checked(path):
-        n_users, n_items, dtype = check_compact(tensors, meta)
+        file = parse_compact(tensors, meta)
     parts = {name: int(array.nbytes) for name, array in sorted(tensors.items())}
     return {
         "embedding": meta.get("embedding"),
         "backbone": meta.get("backbone"),
         "source": "compact",
-        "users": n_users,
-        "items": n_items,
-        "dtype": dtype,
+        "users": file.n_users,
+        "items": file.n_items,
+        "dtype": meta["dtype"],
         "codes": int(meta.get("codes", 0)) or None,
-        "seen_items": "seen.indptr" in tensors,
-        "params": sum(tensors[k].size for k in ("meta_rows", "columns", "weights", "rows") if k in tensors),
+        "seen_items": file.seen is not None,
+        "params": file.params(),
         "folded_users": int(meta.get("folded_users", 0)),
         "folded_items": int(meta.get("folded_items", 0)),
         "file_bytes": path.stat().st_size,
