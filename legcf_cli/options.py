@@ -287,14 +287,13 @@ SeenOpt = Annotated[
 ModelFileArg = Annotated[
     Path, typer.Argument(help="An exported model file (exact or compact) or a run directory.")
 ]
-UserOpt = Annotated[list[int] | None, typer.Option("--user", help="A user id of the dataset; repeatable.")]
+UserOpt = Annotated[list[str] | None, typer.Option("--user", help="A user id of the dataset; repeatable.")]
 UsersFileOpt = Annotated[Path | None, typer.Option("--users", help="A file of user ids, one a line.")]
 ItemsOpt = Annotated[
     str | None,
     typer.Option(
         "--items",
         help="Items a new user had, comma-separated ids: recommend for them (fold-in).",
-        callback=lambda value: value if value is None else _int_list(value),
     ),
 ]
 TopKOpt = Annotated[int, typer.Option("--k", help="Items to recommend.", min=1)]

@@ -6,7 +6,8 @@
 - ``POST /recommend`` with ``{"items": [...], "k": 20}``: a new user's top-k from
   the items they had (fold-in), those items left out.
 
-Ids are the dataset's own, as ``legcf recommend`` takes and prints them. Bad
+Ids are the dataset's own, as ``legcf recommend`` takes and prints them: integers,
+or text where the dataset's ids are tokens. Bad
 input answers with a JSON ``detail`` and one of two codes:
 
 - 404: an id the model does not know (``detail``: the message naming it);
@@ -34,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from legcf_cli.batching import UserBatcher
 from legcf_core.errors import ConfigError
+from legcf_core.tokens import id_key, is_tokens
 
 # The engine's ConfigError fields that mean "this id is not in the model" (404, not 422).
 UNKNOWN_ID_FIELDS = frozenset({"user", "item"})
@@ -62,7 +64,7 @@ class Health(BaseModel):
 class NewUser(BaseModel):
     """A user the model has not seen, given by the items they interacted with."""
 
-    items: list[int] = Field(min_length=1, description="Item ids of the dataset the new user had.")
+    items: list[int | str] = Field(min_length=1, description="Item ids of the dataset the new user had.")
     k: int = Field(20, ge=1, description="Items to recommend (at most the catalogue's size).")
 
 
@@ -71,13 +73,13 @@ SCORES = Field(description="Their scores h_u . h_i, in the same order.")
 
 
 class Recommendations(BaseModel):
-    items: list[int] = ITEMS
+    items: list[int | str] = ITEMS
     scores: list[float] = SCORES
 
 
 class UserRecommendations(BaseModel):
-    user: int
-    items: list[int] = ITEMS
+    user: int | str
+    items: list[int | str] = ITEMS
     scores: list[float] = SCORES
 
 
@@ -111,6 +113,26 @@ def check_k(k: int, n_items: int, where: tuple[str, ...]) -> None:
         )
 
 
+def checked_ids(values: list[Any], tokens: bool, where: tuple[str | int, ...]) -> list[Any]:
+    """Ids as the model keys them; text where the model's ids are integers is refused as FastAPI
+    refuses a non-integer field (422). Token ids take any text."""
+    keys = [id_key(value, tokens) for value in values]
+    bad = [n for n, key in enumerate(keys) if key is None]
+    if bad:
+        loc = where if len(where) == 2 else (*where, bad[0])
+        raise RequestValidationError(
+            [
+                {
+                    "type": "int_parsing",
+                    "loc": loc,
+                    "msg": "Input should be a valid integer, unable to parse string as an integer",
+                    "input": values[bad[0]],
+                }
+            ]
+        )
+    return keys
+
+
 def answer(items: Any, scores: Any) -> dict[str, list]:
     """Arrays from the recommender as JSON lists, scores rounded as ``legcf recommend --json`` does."""
     return {"items": items.tolist(), "scores": [round(float(v), 6) for v in scores]}
@@ -127,6 +149,7 @@ def create_app(served: Any, info: ModelInfo) -> FastAPI:
     app = FastAPI(title="legcf", summary="Top-K recommendations from a legcf model.")
     app.add_exception_handler(ConfigError, engine_error)
     batcher = UserBatcher(served)
+    user_tokens, item_tokens = is_tokens(served.user_ids), is_tokens(served.item_ids)
 
     @app.get("/health")
     async def get_health() -> Health:
@@ -135,18 +158,20 @@ def create_app(served: Any, info: ModelInfo) -> FastAPI:
 
     @app.get("/recommend")
     async def recommend_user(
-        user: Annotated[int, Query(description="A user id of the dataset.")],
+        user: Annotated[str, Query(description="A user id of the dataset.")],
         k: Annotated[int, Query(ge=1, description="Items to recommend.")] = 20,
     ) -> UserRecommendations:
         """The k best items for a known user, items they had in training left out."""
+        key = checked_ids([user], user_tokens, ("query", "user"))[0]
         check_k(k, served.n_items, ("query", "k"))
-        index = served.user_indices([user])[0]
-        return UserRecommendations(user=user, **answer(*await batcher.top_items(index, k)))
+        index = served.user_indices([key])[0]
+        return UserRecommendations(user=key, **answer(*await batcher.top_items(index, k)))
 
     @app.post("/recommend")
     async def recommend_new_user(request: NewUser) -> Recommendations:
         """The k best items for a new user from the items they had (fold-in), those left out."""
+        items = checked_ids(request.items, item_tokens, ("body", "items"))
         check_k(request.k, served.n_items, ("body", "k"))
-        return Recommendations(**answer(*served.recommend_for_items(request.items, k=request.k)))
+        return Recommendations(**answer(*served.recommend_for_items(items, k=request.k)))
 
     return app

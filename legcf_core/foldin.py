@@ -39,11 +39,12 @@ def split_new(
     if users.size == 0:
         raise DataError("the new interactions name no user the model does not already have")
     new_users, user_rows = _first_appearance(users)
-    item_index = {int(raw): i for i, raw in enumerate(known_items)}
-    unseen = np.array([int(i) not in item_index for i in items], dtype=bool)
-    new_items, new_rows = _first_appearance(items[unseen]) if unseen.any() else (np.zeros(0, np.int64), None)
+    item_index = {raw: i for i, raw in enumerate(known_items.tolist())}
+    unseen = np.array([i not in item_index for i in items.tolist()], dtype=bool)
+    nothing = np.zeros(0, dtype=items.dtype)
+    new_items, new_rows = _first_appearance(items[unseen]) if unseen.any() else (nothing, None)
     columns = np.empty(items.size, dtype=np.int64)
-    columns[~unseen] = [item_index[int(i)] for i in items[~unseen]]
+    columns[~unseen] = [item_index[i] for i in items[~unseen].tolist()]
     if unseen.any():
         columns[unseen] = known_items.size + new_rows
     return NewInteractions(new_users, new_items, user_rows, columns, int(known_user.sum()))

@@ -18,6 +18,7 @@ import torch
 
 from legcf_core.compact import fit_codes
 from legcf_core.errors import ConfigError
+from legcf_core.tokens import id_index, id_key, is_tokens
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class Recommender:
         self.seen = seen
         self.user_ids = np.asarray(user_ids)
         self.item_ids = np.asarray(item_ids)
-        self._user_index = {int(raw): index for index, raw in enumerate(self.user_ids)}
-        self._item_index = {int(raw): index for index, raw in enumerate(self.item_ids)}
+        self._user_index = id_index(self.user_ids)
+        self._item_index = id_index(self.item_ids)
         if fold_in is None and seen is not None:
             fold_in = FoldIn(np.asarray(seen.sum(axis=0)).ravel())
         self._fold_in = fold_in
@@ -74,21 +75,21 @@ class Recommender:
         """Propagated rows of all users, then all items."""
         return torch.cat([self.user_rows, self.item_rows])
 
-    def user_indices(self, users: Sequence[int]) -> np.ndarray:
+    def user_indices(self, users: Sequence[object]) -> np.ndarray:
         """Internal indices of raw user ids; an unknown id is a clear error."""
-        return _indices("user", self._user_index, users)
+        return _indices("user", self._user_index, users, is_tokens(self.user_ids))
 
-    def item_indices(self, items: Sequence[int]) -> np.ndarray:
+    def item_indices(self, items: Sequence[object]) -> np.ndarray:
         """Internal indices of raw item ids; an unknown id is a clear error."""
-        return _indices("item", self._item_index, items)
+        return _indices("item", self._item_index, items, is_tokens(self.item_ids))
 
-    def score(self, users: Sequence[int], items: Sequence[int]) -> np.ndarray:
+    def score(self, users: Sequence[object], items: Sequence[object]) -> np.ndarray:
         """Scores of every (user, item) pair of the two raw-id lists, users x items."""
         rows = self.user_rows[torch.from_numpy(self.user_indices(users))]
         columns = self.item_rows[torch.from_numpy(self.item_indices(items))]
         return (rows @ columns.T).cpu().numpy()
 
-    def fold_in(self, items: Sequence[int]) -> torch.Tensor:
+    def fold_in(self, items: Sequence[object]) -> torch.Tensor:
         """The row of a new user who interacted with ``items``, without gradient steps.
 
         LightGCN's propagation seen from the new node: sum_i h_i / sqrt(d_i)
@@ -109,7 +110,7 @@ class Recommender:
             return h[0]
         return assign_rows(h, self._fold_in.meta_rows, self._fold_in.per_entity)[0]
 
-    def recommend_for_items(self, items: Sequence[int], k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    def recommend_for_items(self, items: Sequence[object], k: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items (raw ids) and scores for a new user given the items they had, those left out."""
         if k < 1:
             raise ConfigError("k", f"must be >= 1, got {k}")
@@ -120,7 +121,7 @@ class Recommender:
         return self.item_ids[top.indices.cpu().numpy()], top.values.cpu().numpy()
 
     def recommend(
-        self, users: Sequence[int], k: int = 20, exclude_seen: bool = True
+        self, users: Sequence[object], k: int = 20, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k best items of each user (raw ids, users x k) and their scores, best first;
         items the user interacted with in training are left out unless ``exclude_seen`` is off."""
@@ -144,12 +145,14 @@ class Recommender:
         return top.indices.cpu().numpy(), top.values.cpu().numpy()
 
 
-def _indices(kind: str, index: dict[int, int], ids: Sequence[int]) -> np.ndarray:
-    missing = [raw for raw in ids if int(raw) not in index]
+def _indices(kind: str, index: dict[object, int], ids: Sequence[object], tokens: bool) -> np.ndarray:
+    """Internal indices of ids as a user gives them (ints or text, whatever the model's kind)."""
+    keys = [id_key(raw, tokens) for raw in ids]
+    missing = [raw for raw, key in zip(ids, keys, strict=True) if key not in index]
     if missing:
         shown = ", ".join(str(raw) for raw in missing[:5])
         raise ConfigError(kind, f"ids not in the model: {shown}{' ...' if len(missing) > 5 else ''}")
-    return np.asarray([index[int(raw)] for raw in ids], dtype=np.int64)
+    return np.asarray([index[key] for key in keys], dtype=np.int64)
 
 
 def assign_rows(h: torch.Tensor, meta_rows: torch.Tensor, per_entity: int) -> torch.Tensor:

@@ -18,23 +18,21 @@ from legcf_cli.options import (
     TopKOpt,
     UserOpt,
     UsersFileOpt,
-    parse_ints,
 )
 from legcf_cli.output import show
 from legcf_cli.reporting import Settings
 from legcf_core.errors import ConfigError, LegcfError
 
 
-def read_user_file(path: Path) -> list[int]:
-    """One user id a line; blank lines are skipped."""
+def read_user_file(path: Path) -> list[str]:
+    """One user id a line (integers or text, as the dataset's ids are); blank lines are skipped."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         raise ConfigError("users", f"file {path} cannot be read ({exc.strerror})") from None
-    try:
-        return [int(line) for line in lines if line.strip()]
-    except ValueError:
-        raise ConfigError("users", f"file {path} must hold one integer user id a line") from None
+    except UnicodeDecodeError:
+        raise ConfigError("users", f"file {path} is not UTF-8 text") from None
+    return [line.strip() for line in lines if line.strip()]
 
 
 def recommend(
@@ -55,13 +53,17 @@ def recommend(
     from legcf_core.runtime import keep_freed_memory
 
     keep_freed_memory()
+    from legcf_core.tokens import is_tokens, typed
+
     served = legcf_core.load(model)
     answers = []
     if asked:
+        asked = typed(asked, is_tokens(served.user_ids))  # JSON shows integer ids as numbers
         top, scores = served.recommend(asked, k=k)
         answers += [(u, t, s) for u, t, s in zip(asked, top, scores, strict=True)]
     if items is not None:
-        top, scores = served.recommend_for_items(list(parse_ints(items)), k=k)
+        wanted = [part.strip() for part in items.split(",") if part.strip()]
+        top, scores = served.recommend_for_items(wanted, k=k)
         answers.append(("new", top, scores))
     for who, top, scores in answers:
         if as_json:

@@ -18,9 +18,9 @@ import torch
 
 from legcf_core import artifacts as art
 from legcf_core.model import StoredModel, propagated_embeddings, stored_model_from_arrays
-from legcf_core.packing import narrow_uints
 from legcf_core.recommender import Recommender
 from legcf_core.stages.inputs import load_data, load_model
+from legcf_core.tokens import id_arrays, read_ids
 
 CPU = torch.device("cpu")
 
@@ -47,8 +47,8 @@ def export(run: art.RunDir, output: Path | None = None, which: str = "auto") -> 
                 **art.csr_arrays("train", data.train, with_data=False),
             }
         )
-        tensors.update(narrow_uints("user_ids", data.user_ids))
-        tensors.update(narrow_uints("item_ids", data.item_ids))
+        tensors.update(id_arrays("user_ids", data.user_ids, narrow=True))
+        tensors.update(id_arrays("item_ids", data.item_ids, narrow=True))
         digest = art.write_tensors(output, tensors, meta)
         result = {
             "path": str(output),
@@ -98,8 +98,8 @@ def load_export(path: Path) -> ExportedModel:
     with art.checked(path):
         n_users, n_items = art.header_int(meta, "n_users", 1), art.header_int(meta, "n_items", 1)
         train = art.csr_from_arrays("train", tensors, (n_users, n_items), with_data=False)
-        user_ids = art.ids_array(tensors, "user_ids", n_users)
-        item_ids = art.ids_array(tensors, "item_ids", n_items)
+        user_ids = read_ids(tensors, "user_ids", n_users)
+        item_ids = read_ids(tensors, "item_ids", n_items)
         made_by = art.header_choice(meta, "made_by", ("pretrain", "refine"))
     model = stored_model_from_arrays(tensors, meta, path, n_users + n_items)
     return ExportedModel(model, train.astype(np.float32), n_users, user_ids, item_ids, made_by)

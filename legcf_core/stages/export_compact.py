@@ -23,16 +23,19 @@ from legcf_core.model import node_outputs
 from legcf_core.packing import has_uints, narrow_uints, read_uints
 from legcf_core.recommender import FoldIn, Recommender
 from legcf_core.stages.inputs import load_data, load_model
+from legcf_core.tokens import has_ids, is_tokens, read_ids
+from legcf_core.tokens import id_arrays as token_arrays
 
 COMPACT_FILE = "model.compact.safetensors"
 CPU = torch.device("cpu")
 
 
 def id_arrays(prefix: str, ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Raw ids in as few bits as they need, or nothing when they are 0..n-1 (the reader's default)."""
-    if np.array_equal(ids, np.arange(ids.size)):
+    """Raw ids (integers in as few bits as they need, or tokens), or nothing when they are
+    0..n-1 (the reader's default)."""
+    if not is_tokens(ids) and np.array_equal(ids, np.arange(ids.size)):
         return {}
-    return narrow_uints(f"{prefix}_ids", ids)
+    return token_arrays(f"{prefix}_ids", ids, narrow=True)
 
 
 def interaction_arrays(seen: sp.csr_matrix, keep_seen: bool) -> dict[str, np.ndarray]:
@@ -165,12 +168,10 @@ def parse_compact(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> Compa
 
 
 def _ids(tensors: dict[str, np.ndarray], name: str, length: int) -> np.ndarray:
-    if not has_uints(tensors, name):
+    """Distinct ids, in the order of the rows (fold-in appends new ones unsorted)."""
+    if not has_ids(tensors, name):
         return np.arange(length, dtype=np.int64)
-    ids = read_uints(tensors, name, (length,))
-    if np.unique(ids).size != length:
-        raise art.Malformed(f"tensor {name!r} must hold {length} distinct ids")
-    return ids
+    return read_ids(tensors, name, length, ordered=False)
 
 
 def load_compact(path: Path, device: torch.device = CPU) -> Recommender:

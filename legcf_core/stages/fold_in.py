@@ -16,11 +16,13 @@ import torch
 
 from legcf_core import artifacts as art
 from legcf_core.compact import CompactForm, fit_codes, form_arrays
-from legcf_core.data import read_file
 from legcf_core.errors import ArtifactError
 from legcf_core.foldin import NewInteractions, fold_in_rows, split_new
 from legcf_core.packing import narrow_uints
+from legcf_core.readers import read_table
+from legcf_core.readers.ids import code_columns, trimmed
 from legcf_core.stages.export_compact import compact_recommender, id_arrays, interaction_arrays, read_compact
+from legcf_core.tokens import as_tokens, is_tokens
 
 
 def fold_in(model_path: Path, interactions_path: Path, output: Path) -> dict[str, Any]:
@@ -31,16 +33,20 @@ def fold_in(model_path: Path, interactions_path: Path, output: Path) -> dict[str
         )
     file = read_compact(Path(model_path))
     served, form, meta = compact_recommender(file), file.form, file.meta
-    users, items = read_file(Path(interactions_path))
-    pairs = np.unique(np.stack([users, items], axis=1), axis=0) if users.size else np.zeros((0, 2), np.int64)
+    table = read_table(Path(interactions_path))
+    users, known_users = ids_alike(table.users, served.user_ids)
+    items, known_items = ids_alike(table.items, served.item_ids)
+    pairs = sorted(set(zip(users.tolist(), items.tolist(), strict=True)))
+    pair_users = np.array([u for u, _ in pairs], dtype=users.dtype)
+    pair_items = np.array([i for _, i in pairs], dtype=items.dtype)
     degrees = served.item_degrees()
-    new = split_new(pairs[:, 0], pairs[:, 1], served.user_ids, served.item_ids)
+    new = split_new(pair_users, pair_items, known_users, known_items)
     user_rows, item_rows = fold_in_rows(served.user_rows, served.item_rows, degrees, new)
     out = {
         **form_arrays(extended_form(form, served.n_users, user_rows, item_rows), meta["dtype"]),
         **extended_interactions(served, new),
-        **id_arrays("user", np.concatenate([served.user_ids, new.users])),
-        **id_arrays("item", np.concatenate([served.item_ids, new.items])),
+        **id_arrays("user", np.concatenate([known_users, new.users])),
+        **id_arrays("item", np.concatenate([known_items, new.items])),
     }
     n_users, n_items = served.n_users + new.users.size, served.n_items + new.items.size
     version = str(art.format_version("compact"))  # written in today's layout, whatever the input's
@@ -57,6 +63,18 @@ def fold_in(model_path: Path, interactions_path: Path, output: Path) -> dict[str
         "users": n_users,
         "items": n_items,
     }
+
+
+def ids_alike(column: Any, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A file's id column and the model's ids in one kind: integers when both are, else tokens
+    (the file's as written, integer model ids as their decimal text)."""
+    import pyarrow as pa
+
+    coded = code_columns([column], "new")
+    if coded.tokens is None and not is_tokens(known):
+        return coded.codes[0], known
+    text = trimmed(column.cast(pa.string())).to_numpy(zero_copy_only=False)
+    return np.asarray(text, dtype=object), as_tokens(known)
 
 
 def extended_form(form: CompactForm, n_users: int, users: torch.Tensor, items: torch.Tensor) -> CompactForm:
