@@ -20,6 +20,8 @@ import numpy as np
 DIGITS_MAX = 19  # int64 holds every 18-digit number; 19 digits are checked on conversion
 SPACE = np.zeros(256, dtype=bool)
 SPACE[[9, 10, 11, 12, 13, 32]] = True  # ASCII whitespace, by byte
+NOT_DIGIT = np.ones(256, dtype=bool)
+NOT_DIGIT[48:58] = False
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,32 @@ def strings(array: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     _, offsets, data = array.buffers()
     offsets = np.frombuffer(offsets, dtype=width)[array.offset : array.offset + len(array) + 1]
     data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    starts = offsets[:-1].astype(np.int64)
-    return data, starts, np.diff(offsets).astype(np.int64)
+    return data, offsets[:-1], np.diff(offsets)
+
+
+def used_bytes(array: Any) -> np.ndarray:
+    """The bytes of all of ``array``'s strings, back to back (a view, no copy)."""
+    import pyarrow as pa
+
+    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    _, offsets, data = array.buffers()
+    if len(array) == 0 or data is None:
+        return np.zeros(0, np.uint8)
+    first, last = np.frombuffer(offsets, dtype=width)[[array.offset, array.offset + len(array)]]
+    return np.frombuffer(data, dtype=np.uint8)[first:last]
+
+
+def _any_in(table: np.ndarray, values: np.ndarray) -> bool:
+    """Whether any byte of ``values`` is marked in the 256-entry ``table``; min and max (fast
+    SIMD passes) settle the usual case without a lookup."""
+    if values.size == 0:
+        return False
+    low, high = int(values.min()), int(values.max())
+    if table[low] or table[high]:  # both occur in values
+        return True
+    if not table[low : high + 1].any():
+        return False
+    return bool(table[values].any())
 
 
 def combined(column: Any) -> Any:
@@ -65,12 +91,7 @@ def trimmed(array: Any) -> Any:
     import pyarrow.compute as pc
 
     array = combined(array)
-    data, starts, lengths = strings(array)
-    filled = lengths > 0
-    if not filled.any():
-        return array
-    ends = (starts + lengths - 1)[filled]
-    if SPACE[data[starts[filled]]].any() or SPACE[data[ends]].any():
+    if _any_in(SPACE, used_bytes(array)):  # trimming copies, so only when needed
         return pc.utf8_trim_whitespace(array)
     return array
 
@@ -89,7 +110,10 @@ def code_columns(columns: list[Any], role: str) -> Coded:
         if all(v.size == 0 or v.min() >= 0 for v in values):
             return Coded(values, None)
     columns = [c.cast(pa.string()) if pa.types.is_integer(c.type) else c for c in columns]
-    whole = combined(pa.chunked_array(columns, type=columns[0].type if columns else pa.string()))
+    if len(columns) == 1:
+        whole = combined(columns[0])
+    else:
+        whole = combined(pa.chunked_array(columns, type=columns[0].type if columns else pa.string()))
     integers = _as_integers(whole)
     if integers is not None:
         return Coded(_split(integers, columns), None)
@@ -112,13 +136,12 @@ def _as_integers(array: Any) -> np.ndarray | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    data, starts, lengths = strings(array)
+    lengths = strings(array)[2]
     if lengths.size == 0:
         return np.zeros(0, np.int64)
     if lengths.min() < 1 or lengths.max() > DIGITS_MAX:
         return None
-    used = data[starts[0] : starts[-1] + lengths[-1]]
-    if ((used - np.uint8(48)) > 9).any():  # uint8 arithmetic wraps, so bytes below '0' are large too
+    if _any_in(NOT_DIGIT, used_bytes(array)):
         return None
     try:
         return pc.cast(array, pa.int64()).to_numpy()
@@ -129,13 +152,12 @@ def _as_integers(array: Any) -> np.ndarray | None:
 def _first_non_integer(array: Any) -> int | None:
     """The row of the first id holding a byte that is not an ASCII digit (ids are never empty here)."""
     data, starts, lengths = strings(array)
-    if lengths.size == 0:
+    if lengths.size == 0 or NOT_DIGIT[data[starts[0] : starts[0] + lengths[0]]].any():
+        return 0 if lengths.size else None  # the very first id is text: nothing turned
+    used = used_bytes(array)
+    if not _any_in(NOT_DIGIT, used):
         return None
-    used = data[starts[0] : starts[-1] + lengths[-1]]
-    bad = (used - np.uint8(48)) > 9
-    if not bad.any():
-        return None
-    return int(np.searchsorted(starts - starts[0], int(bad.argmax()), side="right")) - 1
+    return int(np.searchsorted(starts - starts[0], int(NOT_DIGIT[used].argmax()), side="right")) - 1
 
 
 def _tokenize(array: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +166,7 @@ def _tokenize(array: Any) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow.compute as pc
 
     data, starts, lengths = strings(array)
-    if lengths.size and lengths.max() <= 8 and not (data == 0).any():
+    if lengths.size and lengths.max() <= 8 and used_bytes(array).min(initial=1) > 0:  # no NUL byte
         keys = _packed(data, starts, lengths)
         encoded = pc.dictionary_encode(pa.array(keys))
         distinct = encoded.dictionary.to_numpy()
@@ -153,25 +175,25 @@ def _tokenize(array: Any) -> tuple[np.ndarray, np.ndarray]:
         rank[order] = np.arange(order.size)
         codes = rank[encoded.indices.to_numpy()]
         raw = distinct[order].astype(">u8").view("S8")
-        return codes.astype(np.int64), np.array([b.decode("utf-8") for b in raw], dtype=object)
+        return codes.astype(np.int64, copy=False), np.array([b.decode("utf-8") for b in raw], dtype=object)
     encoded = pc.dictionary_encode(array)
     order = pc.array_sort_indices(encoded.dictionary).to_numpy()
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     codes = rank[encoded.indices.to_numpy()]
     tokens = encoded.dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
-    return codes.astype(np.int64), np.asarray(tokens, dtype=object)
+    return codes.astype(np.int64, copy=False), np.asarray(tokens, dtype=object)
+
+
+MASKS = np.array([0] + [(2**64 - 1) ^ (2 ** (64 - 8 * n) - 1) for n in range(1, 9)], dtype=np.uint64)
 
 
 def _packed(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Each id of at most 8 bytes as a big-endian uint64, zero-padded: equal ids give equal
-    keys, and keys sort as the ids do."""
+    keys, and keys sort as the ids do. One gather of 8 unaligned bytes an id, then a mask
+    that keeps the id's own bytes."""
     padded = np.concatenate([data, np.zeros(8, np.uint8)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 8)
-    keys = np.empty(starts.size, dtype=">u8")
-    step = 1 << 21
-    for low in range(0, starts.size, step):
-        block = windows[starts[low : low + step]]
-        block[np.arange(8) >= lengths[low : low + step, None]] = 0
-        keys[low : low + step] = block.view(">u8").ravel()
-    return keys.astype(np.uint64)
+    windows = np.ndarray(shape=(data.size + 1,), dtype=">u8", buffer=padded, strides=(1,))
+    keys = windows[starts].astype(np.uint64)
+    keys &= MASKS[lengths]
+    return keys
