@@ -167,15 +167,14 @@ def _tokenize(array: Any) -> tuple[np.ndarray, np.ndarray]:
 
     data, starts, lengths = strings(array)
     if lengths.size and lengths.max() <= 8 and used_bytes(array).min(initial=1) > 0:  # no NUL byte
-        keys = _packed(data, starts, lengths)
-        encoded = pc.dictionary_encode(pa.array(keys))
-        distinct = encoded.dictionary.to_numpy()
+        encoded = pc.dictionary_encode(pa.array(_packed(data, starts, lengths)))
+        distinct = encoded.dictionary.to_numpy().byteswap()  # big-endian: keys sort as the ids do
         order = np.argsort(distinct, kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(order.size)
         codes = rank[encoded.indices.to_numpy()]
-        raw = distinct[order].astype(">u8").view("S8")
-        return codes.astype(np.int64, copy=False), np.array([b.decode("utf-8") for b in raw], dtype=object)
+        raw = distinct[order].byteswap().view("S8")  # bytes in id order; trailing NULs (padding) dropped
+        return codes, np.char.decode(raw, "utf-8").astype(object)
     encoded = pc.dictionary_encode(array)
     order = pc.array_sort_indices(encoded.dictionary).to_numpy()
     rank = np.empty_like(order)
@@ -185,15 +184,15 @@ def _tokenize(array: Any) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64, copy=False), np.asarray(tokens, dtype=object)
 
 
-MASKS = np.array([0] + [(2**64 - 1) ^ (2 ** (64 - 8 * n) - 1) for n in range(1, 9)], dtype=np.uint64)
+MASKS = np.array([2 ** (8 * n) - 1 for n in range(9)], dtype=np.uint64)  # the low n bytes
 
 
 def _packed(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Each id of at most 8 bytes as a big-endian uint64, zero-padded: equal ids give equal
-    keys, and keys sort as the ids do. One gather of 8 unaligned bytes an id, then a mask
-    that keeps the id's own bytes."""
+    """Each id of at most 8 bytes as one uint64 (its bytes in memory order, zero-padded): equal
+    ids give equal keys. One gather of 8 unaligned bytes an id, then a mask that keeps the
+    id's own bytes; byte-swapped, a key sorts as its id does."""
     padded = np.concatenate([data, np.zeros(8, np.uint8)])
-    windows = np.ndarray(shape=(data.size + 1,), dtype=">u8", buffer=padded, strides=(1,))
-    keys = windows[starts].astype(np.uint64)
+    windows = np.ndarray(shape=(data.size + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    keys = windows[starts]
     keys &= MASKS[lengths]
-    return keys
+    return keys.view(np.uint64)
