@@ -42,6 +42,8 @@ class Columns:
     item: str | int | None = None
     rating: str | int | None = None
     time: str | int | None = None
+    ratings: bool = True  # read the rating column, where there is one (parsing costs: skip it unused)
+    times: bool = True  # likewise the time column
 
     def named(self) -> bool:
         """Whether any column is chosen by name, which needs a header."""

@@ -36,7 +36,7 @@ def read_delimited(path: Path, columns: Columns) -> Table:
     parsed = list(csv.reader(lines, delimiter=delimiter, quotechar=quotechar or '"'))
     header = has_header(parsed, columns)
     layout = choose(path, parsed[0], header, columns, delimiter, quotechar)
-    return read_layout(path, layout)
+    return read_layout(path, layout, columns)
 
 
 def _sample(path: Path) -> str:

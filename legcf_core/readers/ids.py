@@ -167,7 +167,7 @@ def _tokenize(array: Any) -> tuple[np.ndarray, np.ndarray]:
 
     data, starts, lengths = strings(array)
     if lengths.size and lengths.max() <= 8 and used_bytes(array).min(initial=1) > 0:  # no NUL byte
-        encoded = pc.dictionary_encode(pa.array(_packed(data, starts, lengths)))
+        encoded = pc.dictionary_encode(pa.array(_packed(array, data, starts, lengths)))
         distinct = encoded.dictionary.to_numpy().byteswap()  # big-endian: keys sort as the ids do
         order = np.argsort(distinct, kind="stable")
         rank = np.empty_like(order)
@@ -187,10 +187,20 @@ def _tokenize(array: Any) -> tuple[np.ndarray, np.ndarray]:
 MASKS = np.array([2 ** (8 * n) - 1 for n in range(9)], dtype=np.uint64)  # the low n bytes
 
 
-def _packed(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def _packed(array: Any, data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Each id of at most 8 bytes as one uint64 (its bytes in memory order, zero-padded): equal
-    ids give equal keys. One gather of 8 unaligned bytes an id, then a mask that keeps the
-    id's own bytes; byte-swapped, a key sorts as its id does."""
+    ids give equal keys, and byte-swapped a key sorts as its id does. ASCII ids are padded
+    by pyarrow into 8 bytes each, read as uint64 without a copy; others take one gather of
+    8 unaligned bytes an id and a mask that keeps the id's own bytes."""
+    if used_bytes(array).max(initial=0) < 128:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        padded_ids = pc.ascii_rpad(array, 8, padding="\x00")
+        _, offsets, blob = padded_ids.buffers()
+        width = np.int64 if pa.types.is_large_string(padded_ids.type) else np.int32
+        first = int(np.frombuffer(offsets, dtype=width)[padded_ids.offset])
+        return np.frombuffer(blob, dtype=np.uint8)[first : first + 8 * len(array)].view(np.uint64)
     padded = np.concatenate([data, np.zeros(8, np.uint8)])
     windows = np.ndarray(shape=(data.size + 1,), dtype="<u8", buffer=padded, strides=(1,))
     keys = windows[starts]

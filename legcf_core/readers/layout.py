@@ -11,14 +11,14 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 
 from legcf_core.errors import DataError
-from legcf_core.readers import Table
+from legcf_core.readers import Columns, Table
 from legcf_core.readers.ids import id_problem, trimmed
 
 NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
@@ -45,12 +45,17 @@ class Layout:
         return repr(self.names[index]) if index < len(self.names) else f"column {index}"
 
 
-def read_layout(path: Path, layout: Layout, reference: Layout | None = None) -> Table:
-    """Read the columns ``layout`` chooses with pyarrow; any refusal becomes the strict scan's
-    error, made by ``reference`` (the same file as a person reads it) where given."""
-    strict = reference or layout
+def read_layout(path: Path, layout: Layout, columns: Columns, reference: Layout | None = None) -> Table:
+    """Read the columns ``layout`` chooses with pyarrow (the rating and time only where
+    ``columns`` wants them); any refusal becomes the strict scan's error, made by
+    ``reference`` (the same file as a person reads it) where given."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
+
+    unused = {"rating": None} if not columns.ratings else {}
+    unused.update({"time": None} if not columns.times else {})
+    layout = replace(layout, **unused)
+    strict = replace(reference or layout, **unused)
 
     names = [f"c{i}" for i in range(layout.width)]
     numbers = [i for i in (layout.rating, layout.time) if i is not None]

@@ -26,4 +26,4 @@ def read_ratings_dat(path: Path, columns: Columns) -> Table:
     fast = Layout(":", None, False, 2 * FIELDS - 1, empty=(1, 3, 5), **{r: 2 * i for r, i in chosen.items()})
     names = ("user", "item", "rating", "time")
     strict = Layout(":", None, False, FIELDS, split=lambda line: line.split("::"), names=names, **chosen)
-    return read_layout(path, fast, strict)
+    return read_layout(path, fast, columns, strict)

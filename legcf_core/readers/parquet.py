@@ -20,6 +20,8 @@ def read_parquet(path: Path, columns: Columns) -> Table:
         raise DataError(f"{path} is not a readable Parquet file: {str(exc).splitlines()[0]}") from None
     names = list(schema.names)
     chosen = {role: _column(path, role, getattr(columns, role), names) for role in NAMES}
+    chosen["rating"] = chosen["rating"] if columns.ratings else None
+    chosen["time"] = chosen["time"] if columns.times else None
     free = [name for name in names if name not in chosen.values()]
     for role in ("user", "item"):
         if chosen[role] is None:

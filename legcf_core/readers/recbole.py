@@ -46,7 +46,7 @@ def read_inter(path: Path, columns: Columns) -> Table:
         if fields[chosen[role]].endswith("_seq"):
             raise DataError(f"{path}: the {role} column {fields[chosen[role]]!r} holds sequences, not one id")
     layout = Layout("\t", None, True, len(names), names=names, **chosen)  # type: ignore[arg-type]
-    return read_layout(path, layout)
+    return read_layout(path, layout, columns)
 
 
 def _header(path: Path) -> list[str] | None:
