@@ -240,7 +240,17 @@ def test_cli_subprocess_prints_no_traceback(tmp_path):
     data.write_text("user,item,rating\n0,1,5\n1,5,x\n")
     env = {**os.environ, "COLUMNS": "80"}
     proc = subprocess.run(
-        [sys.executable, "-m", "legcf_cli", "prepare", str(tmp_path / "run"), "--data", str(data)],
+        [
+            sys.executable,
+            "-m",
+            "legcf_cli",
+            "prepare",
+            str(tmp_path / "run"),
+            "--data",
+            str(data),
+            "--min-rating",
+            "1",
+        ],
         capture_output=True,
         text=True,
         env=env,
