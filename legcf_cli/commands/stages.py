@@ -199,7 +199,7 @@ def evaluate(
     device: DeviceOpt = AUTO,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recall@K and NDCG@K with full ranking over all items."""
+    """Recall, NDCG, Precision, HitRate and MRR at each K, with full ranking over all items."""
     core = engine.stages()
     with open_reporter(ctx) as reporter:
         result = core.evaluate_run(

@@ -1,4 +1,4 @@
-"""Evaluate: Recall@K and NDCG@K of the run's model on valid or test, full ranking."""
+"""Evaluate: Recall, NDCG, Precision, HitRate and MRR at K of a run's model, full ranking."""
 
 from __future__ import annotations
 
