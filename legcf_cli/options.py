@@ -14,7 +14,17 @@ from typing import Annotated
 
 import typer
 
-from legcf_core.config import DTYPES, INITS, MAX_DIM, MAX_LAYERS, MAX_SEED, MODEL_CHOICES, SPLITS
+from legcf_core.config import (
+    DTYPES,
+    INITS,
+    MAX_DIM,
+    MAX_LAYERS,
+    MAX_SEED,
+    MODEL_CHOICES,
+    SPLIT_METHODS,
+    SPLITS,
+    VALIDATIONS,
+)
 from legcf_core.experiments.sets import SETS
 from legcf_core.registry import BACKBONES, LAYERS
 
@@ -28,6 +38,8 @@ Embedding = _choices("Embedding", list(LAYERS))
 Backbone = _choices("Backbone", list(BACKBONES))
 Init = _choices("Init", INITS)
 Split = _choices("Split", SPLITS)
+SplitMethod = _choices("SplitMethod", SPLIT_METHODS)
+Validation = _choices("Validation", VALIDATIONS)
 Model = _choices("Model", MODEL_CHOICES)
 SetName = _choices("SetName", list(SETS))
 
@@ -55,6 +67,8 @@ FLAG_NAMES = {
     "data": "--data",
     "seed": "--seed",
     "test_fraction": "--test-fraction",
+    "validation": "--validation",
+    "valid_fraction": "--valid-fraction",
     "codebook_size": "--codebook-size",
     "per_entity": "--per-entity",
     "anchor_weight": "--anchor-weight",
@@ -114,6 +128,35 @@ TestFractionOpt = Annotated[
     float,
     typer.Option(
         "--test-fraction", min=0.0, max=1.0, help="Per-user test share when --data is a single file."
+    ),
+]
+
+HoldoutOpt = Annotated[
+    SplitMethod,
+    typer.Option(
+        "--split",
+        help="How test is held out: auto (a directory's own train/test files, else random), random "
+        "(floor(--test-fraction x n) of each user's interactions), time (each user's latest; needs a "
+        "user,item,time CSV/TSV) or files.",
+    ),
+]
+ValidationOpt = Annotated[
+    Validation,
+    typer.Option(
+        "--validation",
+        help="Where validation (early stopping, refine's choice) comes from: test-third (the LEGCF "
+        "paper's: ceil(1/3) of each user's test items, still ranked as misses in test), train-fraction "
+        "(--valid-fraction of each user's training; the whole test set is scored, as in LightGCN) or "
+        "none (fixed epochs, the last model is kept).",
+    ),
+]
+ValidFractionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--valid-fraction",
+        min=0.0,
+        max=1.0,
+        help="Per-user share of training carved out for --validation train-fraction (default 0.1).",
     ),
 ]
 

@@ -15,6 +15,13 @@ from legcf_core.errors import ConfigError
 
 INITS = ("metis", "random")
 SPLITS = ("valid", "test")
+# How prepare holds out test: "auto" is "files" for a directory of train/test files and
+# "random" for one file; "time" takes each user's latest interactions (needs a time column).
+SPLIT_METHODS = ("auto", "random", "time", "files")
+# Where validation comes from: the LEGCF paper's third of each user's test items (left in the
+# test ranking as misses), a per-user share of training (the whole test set is scored), or none.
+VALIDATIONS = ("test-third", "train-fraction", "none")
+DEFAULT_VALID_FRACTION = 0.1
 MODEL_CHOICES = ("auto", "pretrain", "refine")  # which trained model a command reads
 VALIDATION_METRIC = "ndcg@20"
 DEFAULT_KS = (10, 20)
@@ -49,16 +56,38 @@ def _finite(name: str, value: object) -> float:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """How prepare splits a dataset: the seed of the holdout and validation draws, and
-    the per-user test share when the dataset is one file."""
+    """How prepare splits a dataset: the seed of the holdout and validation draws, the
+    per-user test share when the dataset is one file, how test is held out and where
+    validation comes from (``valid_fraction`` None: the default share, for train-fraction)."""
 
     seed: int = 2024
     test_fraction: float = 0.2
+    split: str = "auto"
+    validation: str = "test-third"
+    valid_fraction: float | None = None
 
     def check(self) -> None:
         check_seed(self.seed)
         if not 0.0 < _finite("test_fraction", self.test_fraction) < 1.0:
             raise ConfigError("test_fraction", f"must lie in (0, 1), got {self.test_fraction}")
+        if self.split not in SPLIT_METHODS:
+            raise ConfigError("split", f"{self.split!r} is unknown; expected {', '.join(SPLIT_METHODS)}")
+        if self.validation not in VALIDATIONS:
+            raise ConfigError(
+                "validation", f"{self.validation!r} is unknown; expected {', '.join(VALIDATIONS)}"
+            )
+        if self.valid_fraction is not None:
+            if self.validation != "train-fraction":
+                raise ConfigError("valid_fraction", "applies to --validation train-fraction only")
+            if not 0.0 < _finite("valid_fraction", self.valid_fraction) < 1.0:
+                raise ConfigError("valid_fraction", f"must lie in (0, 1), got {self.valid_fraction}")
+
+    @property
+    def fraction_of_train(self) -> float | None:
+        """The share of each user's training carved out for validation (train-fraction only)."""
+        if self.validation != "train-fraction":
+            return None
+        return DEFAULT_VALID_FRACTION if self.valid_fraction is None else self.valid_fraction
 
 
 @dataclass(frozen=True)

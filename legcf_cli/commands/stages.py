@@ -28,6 +28,7 @@ from legcf_cli.options import (
     EmbeddingOpt,
     EpochsOpt,
     EvalEveryOpt,
+    HoldoutOpt,
     InitOpt,
     JsonOpt,
     KsOpt,
@@ -50,6 +51,8 @@ from legcf_cli.options import (
     SplitOpt,
     TestFractionOpt,
     UpdateOpt,
+    ValidationOpt,
+    ValidFractionOpt,
     demo_dataset,
     parse_ints,
 )
@@ -105,11 +108,16 @@ def prepare(
     data: DataOpt = None,
     seed: SeedOpt = PREPARE.seed,
     test_fraction: TestFractionOpt = PREPARE.test_fraction,
+    split: HoldoutOpt = PREPARE.split,
+    validation: ValidationOpt = PREPARE.validation,
+    valid_fraction: ValidFractionOpt = None,
 ) -> None:
-    """Read, validate and split a dataset into RUN_DIR."""
+    """Read, validate and split a dataset into RUN_DIR (test holdout and validation as chosen)."""
+    config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
+    config.check()
     core = engine.stages()
     with open_reporter(ctx) as reporter:
-        summary = core.prepare(engine.run_dir(run_dir), data or demo_dataset(), seed, test_fraction, reporter)
+        summary = core.prepare_as(engine.run_dir(run_dir), data or demo_dataset(), config, reporter)
     print_mapping("prepared", summary)
 
 
@@ -291,21 +299,22 @@ def run(
     refine_lr_decay: RefineLrDecayOpt = REFINE.train.lr_decay,
     seed: SeedOpt = PARTITION.seed,
     test_fraction: TestFractionOpt = PREPARE.test_fraction,
+    split: HoldoutOpt = PREPARE.split,
+    validation: ValidationOpt = PREPARE.validation,
+    valid_fraction: ValidFractionOpt = None,
     device: DeviceOpt = AUTO,
     as_json: JsonOpt = False,
 ) -> None:
-    """All stages in order with one config; prints test metrics and model size.
-
-    Each layer runs the stages it has (only LEGCF partitions; LEGCF and PEP refine); a
-    layer sized by budget gets LEGCF's at --codebook-size and --per-entity unless --budget
-    is given."""
+    """All stages in order with one config; prints test metrics and model size. Each layer runs
+    the stages it has; one sized by budget gets LEGCF's at c and t unless --budget is given."""
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
     shared = (batch_size, negatives, lr, l2, patience, eval_every)
     partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed)
     pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed)
     pretrain_config = PretrainConfig(dim, layers, pretrain_train, embedding.value, backbone.value, budget)
     refine_config = RefineConfig(update_every, training(refine_epochs, *shared, refine_lr_decay, seed))
-    for config in (partition_config, pretrain_config, refine_config):
+    prepare_config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
+    for config in (prepare_config, partition_config, pretrain_config, refine_config):
         config.check()
     core = engine.stages()
     with open_reporter(ctx) as reporter:
@@ -318,5 +327,6 @@ def run(
             engine.device(device),
             test_fraction,
             reporter,
+            protocol=prepare_config,
         )
     show("legcf run: test metrics of the kept model", summary, as_json)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.config import PretrainConfig
+from legcf_core.config import VALIDATION_METRIC, PretrainConfig
 from legcf_core.data import Interactions
 from legcf_core.errors import ConfigError
 from legcf_core.layers import LayerSize
@@ -54,20 +54,18 @@ def pretrain(
         digest = run.load_manifest()["dataset"]["fingerprint"]
         meta = art.header(model.layer.stored_kind, dataset=digest, **model.header())
         out = art.write_tensors(run.file(art.PRETRAIN_FILE), model.arrays(), meta)
+        if data.validation == "none":
+            reporter.note(
+                "no validation split (--validation none): pretrain ran every epoch and kept its last "
+                f"model (epoch {trained.best_epoch})"
+            )
         metrics = {
             "best_epoch": trained.best_epoch,
+            VALIDATION_METRIC: None,  # stays None without a validation split
             **rounded(trained.valid),
             "params": model.stored_params(),
         }
-        recorded = {
-            "dim": config.dim,
-            "layers": config.layers,
-            "embedding": config.embedding,
-            "backbone": config.backbone,
-            "budget": size.budget if size.budget is not None else config.budget,
-            **asdict(config.train),
-            "device": str(device),
-        }
+        recorded = recorded_config(config, size, device, data.validation)
         record_stage(
             run,
             "pretrain",
@@ -80,6 +78,20 @@ def pretrain(
             **trained.manifest,
         )
         return metrics
+
+
+def recorded_config(config: PretrainConfig, size: LayerSize, device: torch.device, validation: str) -> dict:
+    """Pretrain's manifest config: the layer, the training settings and the data's validation."""
+    return {
+        "dim": config.dim,
+        "layers": config.layers,
+        "embedding": config.embedding,
+        "backbone": config.backbone,
+        "budget": size.budget if size.budget is not None else config.budget,
+        **asdict(config.train),
+        "device": str(device),
+        "validation": validation,
+    }
 
 
 def layer_size(

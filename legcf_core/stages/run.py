@@ -17,7 +17,7 @@ from legcf_core.registry import backbone_entry, layer_type
 from legcf_core.stages.evaluate import evaluate_run
 from legcf_core.stages.export import export
 from legcf_core.stages.partition import partition
-from legcf_core.stages.prepare import prepare
+from legcf_core.stages.prepare import prepare_as
 from legcf_core.stages.pretrain import pretrain
 from legcf_core.stages.refine import refine
 
@@ -32,23 +32,26 @@ def run_all(
     test_fraction: float = 0.2,
     reporter: Reporter | None = None,
     match_budget: bool = False,
+    protocol: PrepareConfig | None = None,
 ) -> dict[str, Any]:
     """prepare, then partition if the layer uses one, pretrain, refine if it has one,
     test metrics and an export.
 
     A layer sized by budget without ``budget`` gets LEGCF's at the partition
     config's c and t, and so does a full table with ``match_budget`` (its d is
-    then solved for).
+    then solved for). ``protocol`` chooses the split and validation (its seed and
+    test fraction are the partition seed and ``test_fraction``).
     """
     reporter = reporter or SilentReporter()
-    for config in (PrepareConfig(partition_config.seed, test_fraction), partition_config, pretrain_config):
+    protocol = replace(protocol or PrepareConfig(), seed=partition_config.seed, test_fraction=test_fraction)
+    for config in (protocol, partition_config, pretrain_config):
         config.check()  # every setting, before any file is written
     kind = layer_type(pretrain_config.embedding)
     if kind.refines:
         refine_config.check()
     backbone_entry(pretrain_config.backbone)
     with run.writing("run", create=True):  # one lock over every stage
-        prepared = prepare(run, data_path, partition_config.seed, test_fraction, reporter)
+        prepared = prepare_as(run, data_path, protocol, reporter)
         if kind.uses_partition:
             partition(run, partition_config, reporter)
         elif pretrain_config.budget is None and (kind.sized_by_budget or match_budget):
