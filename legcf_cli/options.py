@@ -78,6 +78,7 @@ FLAG_NAMES = {
     "embedding": "--embedding",
     "backbone": "--backbone",
     "budget": "--budget",
+    "compression": "--compression",
     "epochs": "--epochs",
     "batch_size": "--batch-size",
     "negatives": "--negatives",
@@ -163,7 +164,35 @@ ValidFractionOpt = Annotated[
 # ------------------------------------------------------------ partition
 
 CodebookOpt = Annotated[
-    int, typer.Option("--codebook-size", "-c", min=1, help="c: number of meta-embeddings.")
+    int | None,
+    typer.Option(
+        "--codebook-size",
+        "-c",
+        min=1,
+        help="c: number of meta-embeddings. Default: sized to the data by --compression (or --budget).",
+    ),
+]
+CompressionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--compression",
+        min=1.0,
+        help="Without -c: c is the largest round number (two significant digits) at which LEGCF stores "
+        "at least this many times fewer parameters than the full table, N*d / (c*d + N*t). "
+        "Default 44, the paper's Gowalla ratio (c = 500 there).",
+    ),
+]
+SizingBudgetOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--budget",
+        min=1,
+        help="Without -c: c is the largest at which LEGCF stores at most this many parameters (c*d + N*t).",
+    ),
+]
+SizingDimOpt = Annotated[
+    int,
+    typer.Option("--dim", "-d", min=1, max=MAX_DIM, help="d that c is sized at (give pretrain the same)."),
 ]
 PerEntityOpt = Annotated[
     int, typer.Option("--per-entity", "-t", min=1, help="t: meta-embeddings per entity.")
@@ -197,7 +226,8 @@ BudgetOpt = Annotated[
         min=1,
         help="Parameters a layer sized by budget ("
         + ", ".join(e.name for e in LAYERS.values() if e.sized_by_budget)
-        + ") may store; a full table takes the widest d that fits. Default: what LEGCF stores at c and t.",
+        + ") may store; a full table takes the widest d that fits. Default: what LEGCF stores at c and t. "
+        "For LEGCF without -c: c is the largest that fits in it.",
     ),
 ]
 UpdateOpt = Annotated[

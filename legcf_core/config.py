@@ -22,6 +22,9 @@ SPLIT_METHODS = ("auto", "random", "time", "files")
 # test ranking as misses), a per-user share of training (the whole test set is scored), or none.
 VALIDATIONS = ("test-third", "train-fraction", "none")
 DEFAULT_VALID_FRACTION = 0.1
+# Without -c, c is sized to the data: full table over LEGCF at least this (the paper's Gowalla
+# ratio, 9,067,392 / 205,678 = 44.09); see legcf_core.sizing.
+DEFAULT_COMPRESSION = 44.0
 MODEL_CHOICES = ("auto", "pretrain", "refine")  # which trained model a command reads
 VALIDATION_METRIC = "ndcg@20"
 DEFAULT_KS = (10, 20)
@@ -92,21 +95,29 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class PartitionConfig:
-    codebook_size: int = 500  # c
+    """c, t, w*, the init and its seed. Without ``codebook_size``, partition sizes c to the
+    data (legcf_core.sizing): from ``budget`` if given, else from ``compression`` (default
+    44), at embedding dimension ``dim`` (pretrain's d)."""
+
+    codebook_size: int | None = None  # c; None: sized to the data
     per_entity: int = 2  # t
     anchor_weight: float = 0.5  # w*
     init: str = "metis"
     seed: int = 2024
+    compression: float | None = None  # target full/LEGCF parameter ratio; None: DEFAULT_COMPRESSION
+    budget: int | None = None  # LEGCF's parameters c*d + N*t at most this
+    dim: int = 128  # the d that c is sized at
 
     def check(self) -> None:
-        """What needs no data: c, t >= 1, t <= c, w* in range, a known init, the seed's range."""
+        """What needs no data: c, t >= 1, t <= c, w* in range, a known init, the seed's range,
+        one sizing target at most."""
         if self.init not in INITS:
             raise ConfigError("init", f"{self.init!r} is unknown; expected {' or '.join(INITS)}")
         for name, symbol in (("codebook_size", "c"), ("per_entity", "t")):
-            value = _integer(name, getattr(self, name))
-            if value < 1:
+            value = getattr(self, name)
+            if value is not None and _integer(name, value) < 1:
                 raise ConfigError(name, f"{symbol} must be >= 1, got {value}")
-        if self.per_entity > self.codebook_size:
+        if self.codebook_size is not None and self.per_entity > self.codebook_size:
             raise ConfigError(
                 "per_entity", f"t={self.per_entity} exceeds codebook size c={self.codebook_size}"
             )
@@ -117,6 +128,18 @@ class PartitionConfig:
                 "anchor_weight", f"w* must lie in (0, {upper} with t={self.per_entity}, got {weight}"
             )
         check_seed(self.seed)
+        self.check_sizing()
+
+    def check_sizing(self) -> None:
+        if self.compression is not None and _finite("compression", self.compression) <= 1.0:
+            raise ConfigError(
+                "compression", f"must be > 1 (times smaller than the full table), got {self.compression}"
+            )
+        if self.budget is not None:
+            check_int("budget", self.budget, 1)
+        check_int("dim", self.dim, 1, MAX_DIM)
+        if self.compression is not None and self.budget is not None and self.codebook_size is None:
+            raise ConfigError("compression", "and --budget both size c; give one of them (or -c)")
 
 
 @dataclass(frozen=True)

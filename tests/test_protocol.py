@@ -169,6 +169,8 @@ def test_validation_none_trains_fixed_epochs_and_keeps_the_last(tmp_path, demo_p
     assert snapshot(run) == before
     test = json.loads(invoke_ok("evaluate", run, "--json").stdout)
     assert test["users"] == 400 and test["model"] == "refine" and test["trained_by"] == "refine"
+    summary = invoke_ok("inspect", run, "--json")
+    assert json.loads(summary.stdout)["partition"]["chosen_by"] == "given"
 
 
 def sixty_users(path, per_user=8):

@@ -21,6 +21,7 @@ from legcf_cli.options import (
     CodebookOpt,
     CodesOpt,
     CompactOpt,
+    CompressionOpt,
     DataOpt,
     DeviceOpt,
     DimOpt,
@@ -48,6 +49,8 @@ from legcf_cli.options import (
     RunDirArg,
     SeedOpt,
     SeenOpt,
+    SizingBudgetOpt,
+    SizingDimOpt,
     SplitOpt,
     TestFractionOpt,
     UpdateOpt,
@@ -129,9 +132,15 @@ def partition(
     anchor_weight: AnchorOpt = PARTITION.anchor_weight,
     init: InitOpt = PARTITION.init,
     seed: SeedOpt = PARTITION.seed,
+    compression: CompressionOpt = None,
+    budget: SizingBudgetOpt = None,
+    dim: SizingDimOpt = PRETRAIN.dim,
 ) -> None:
-    """Initial assignment S from a METIS (or random) partition."""
-    config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed)
+    """Initial assignment S from a METIS (or random) partition into c parts (c sized to the
+    data unless -c is given)."""
+    config = PartitionConfig(
+        codebook_size, per_entity, anchor_weight, init.value, seed, compression, budget, dim
+    )
     config.check()
     core = engine.stages()
     with open_reporter(ctx) as reporter:
@@ -281,6 +290,7 @@ def run(
     per_entity: PerEntityOpt = PARTITION.per_entity,
     anchor_weight: AnchorOpt = PARTITION.anchor_weight,
     init: InitOpt = PARTITION.init,
+    compression: CompressionOpt = None,
     dim: DimOpt = PRETRAIN.dim,
     layers: LayersOpt = PRETRAIN.layers,
     embedding: EmbeddingOpt = PRETRAIN.embedding,
@@ -308,8 +318,8 @@ def run(
     """All stages in order with one config; prints test metrics and model size. Each layer runs
     the stages it has; one sized by budget gets LEGCF's at c and t unless --budget is given."""
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
-    shared = (batch_size, negatives, lr, l2, patience, eval_every)
-    partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed)
+    shared, sizing = (batch_size, negatives, lr, l2, patience, eval_every), (compression, budget, dim)
+    partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed, *sizing)
     pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed)
     pretrain_config = PretrainConfig(dim, layers, pretrain_train, embedding.value, backbone.value, budget)
     refine_config = RefineConfig(update_every, training(refine_epochs, *shared, refine_lr_decay, seed))

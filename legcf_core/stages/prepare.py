@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from legcf_core import artifacts as art
-from legcf_core.config import PrepareConfig
+from legcf_core.config import PartitionConfig, PrepareConfig
 from legcf_core.data import Interactions, dataset_files, load_dataset, split_method
 from legcf_core.progress import Reporter, SilentReporter
+from legcf_core.sizing import choose_codebook
 from legcf_core.splits import split_notes
 from legcf_core.stages.inputs import SPLITS
 
@@ -43,14 +44,21 @@ def protocol_header(method: str, config: PrepareConfig) -> dict[str, str]:
     return fields
 
 
-def report_protocol(data: Interactions, reporter: Reporter) -> None:
-    """Notes on splits that came out thin, and on what no validation split means."""
+def report_protocol(data: Interactions, reporter: Reporter) -> int | None:
+    """Notes on splits that came out thin, on what no validation split means, and on the c
+    that partition sizes to this data by default; returns that c (None: too few entities)."""
     for note in split_notes(data.train, data.valid, data.test, data.validation):
         reporter.note(note)
     if data.validation == "none":
         reporter.note(
             "--validation none: no validation split; training runs its fixed epochs, keeps the last model"
         )
+    defaults = PartitionConfig()
+    if data.n_entities < defaults.per_entity:
+        return None
+    choice = choose_codebook(data.n_entities, defaults.dim, defaults.per_entity)
+    reporter.note(f"partition's default: {choice.reason()}; -c, --compression or --budget choose another")
+    return choice.size
 
 
 def split_summary(data: Interactions, method: str) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def prepare(
     data = load_dataset(path, test_fraction, seed, split, validation, config.fraction_of_train)
     method = split_method(path, split)
     task.close()
-    report_protocol(data, reporter)
+    default_c = report_protocol(data, reporter)
     digest = fingerprint(data)
     tensors: dict[str, np.ndarray] = {"user_ids": data.user_ids, "item_ids": data.item_ids}
     for name in SPLITS:
@@ -102,7 +110,7 @@ def prepare(
         n_items=data.n_items,
         **protocol_header(method, config),
     )
-    summary = split_summary(data, method)
+    summary = {**split_summary(data, method), "default_codebook_size": default_c}
     recorded = {"seed": seed, "test_fraction": test_fraction, "split": method, "validation": validation}
     if config.fraction_of_train is not None:
         recorded["valid_fraction"] = config.fraction_of_train
