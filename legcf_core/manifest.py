@@ -132,7 +132,8 @@ def _entry(required: Mapping[str, Shape], optional: Mapping[str, Shape] | None =
     return Obj({**FILES, **required}, {**TIMES, **(optional or {})})
 
 
-VALIDATED_METRICS = Obj({VALIDATION_METRIC: NUMBER}, extra=SCALAR)
+# null when the data has no validation split (--validation none)
+VALIDATED_METRICS = Obj({VALIDATION_METRIC: Scalar(("number", "null"))}, extra=SCALAR)
 STAGES = {
     "prepare": _entry(
         {

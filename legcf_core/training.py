@@ -228,8 +228,10 @@ def train_epoch(
     return total / max(batches, 1)
 
 
-def validate(model: TrainableModel, train: sp.csr_matrix, valid: sp.csr_matrix) -> dict[str, float]:
-    """Validation metrics of the current model (full ranking)."""
+def validate(model: TrainableModel, train: sp.csr_matrix, valid: sp.csr_matrix | None) -> dict[str, float]:
+    """Validation metrics of the current model (full ranking); none without a validation split."""
+    if valid is None:
+        return {}
     with torch.no_grad():
         h = model.entity_embeddings()
         return evaluate(h[: model.n_users], h[model.n_users :], train, valid)
@@ -238,7 +240,7 @@ def validate(model: TrainableModel, train: sp.csr_matrix, valid: sp.csr_matrix) 
 def fit(
     model: TrainableModel,
     train: sp.csr_matrix,
-    valid: sp.csr_matrix,
+    valid: sp.csr_matrix | None,
     config: TrainConfig,
     update_every: int | None = None,
     baseline: tuple[dict[str, float], dict[str, torch.Tensor], sp.csr_matrix | None] | None = None,
@@ -249,12 +251,14 @@ def fit(
 
     With ``update_every = m`` the assignment is re-solved after every m-th
     epoch (Algorithm 1, lines 6-12). ``baseline`` is the best state of an
-    earlier stage: it is kept unless this run beats it on validation.
+    earlier stage: it is kept unless this run beats it on validation. Without a
+    validation split (``valid`` None, ``--validation none``) every epoch runs, the
+    learning rate stays constant, and the last state is the result.
     """
     torch.manual_seed(config.seed)
     sampler = NegativeSampler(train, config.negatives, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    if baseline is None:
+    if baseline is None or valid is None:
         best = TrainResult(model.state(), model.assignment, {VALIDATION_METRIC: -1.0}, 0)
     else:
         best = TrainResult(dict(baseline[1]), baseline[2], baseline[0], 0)
@@ -266,13 +270,10 @@ def fit(
         if update_every is not None and (epoch - 1) % update_every == 0:
             log.kept_rows = model.update_assignment()
             log.updated = True
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
+        if valid is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             log.valid = validate(model, train, valid)
             if log.valid[VALIDATION_METRIC] > best.best_valid[VALIDATION_METRIC]:
-                best.best_state = model.state()
-                best.best_assignment = model.assignment
-                best.best_valid = log.valid
-                best.best_epoch = epoch
+                keep_best(best, model, log)
                 stale = 0
             else:
                 stale += 1
@@ -285,21 +286,33 @@ def fit(
         if stale >= config.patience:
             best.stopped_early = True
             break
+    if valid is None:
+        keep_best(best, model, best.history[-1])
+        best.best_valid = {}
     return best
+
+
+def keep_best(best: TrainResult, model: TrainableModel, log: EpochLog) -> None:
+    """Make the model's current state, after ``log``'s epoch, the result."""
+    best.best_state = model.state()
+    best.best_assignment = model.assignment
+    best.best_valid = log.valid or {}
+    best.best_epoch = log.epoch
 
 
 def prune(
     model: TrainableModel,
     train: sp.csr_matrix,
-    valid: sp.csr_matrix,
+    valid: sp.csr_matrix | None,
     config: TrainConfig,
     budget: int,
     on_batch: Callable[[float], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> tuple[list[EpochLog], bool]:
     """PEP's pruning phase: train the soft-thresholded table until at most ``budget``
-    entries survive, validation stops improving (``patience``) or ``config.epochs``
-    pass; returns the history and whether the thresholds alone reached the budget."""
+    entries survive, validation stops improving (``patience``; never without a validation
+    split) or ``config.epochs`` pass; returns the history and whether the thresholds alone
+    reached the budget."""
     torch.manual_seed(config.seed)
     sampler = NegativeSampler(train, config.negatives, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -309,7 +322,7 @@ def prune(
         started = time.perf_counter()
         log = EpochLog(epoch, train_epoch(model, sampler, optimizer, config, on_batch), 0.0)
         log.nonzeros = model.stored_params()
-        if epoch % config.eval_every == 0 or log.nonzeros <= budget:
+        if valid is not None and (epoch % config.eval_every == 0 or log.nonzeros <= budget):
             log.valid = validate(model, train, valid)
             if log.valid[VALIDATION_METRIC] > best:
                 best, stale = log.valid[VALIDATION_METRIC], 0

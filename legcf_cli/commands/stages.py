@@ -21,6 +21,7 @@ from legcf_cli.options import (
     CodebookOpt,
     CodesOpt,
     CompactOpt,
+    CompressionOpt,
     DataOpt,
     DeviceOpt,
     DimOpt,
@@ -29,6 +30,7 @@ from legcf_cli.options import (
     EpochsOpt,
     EvalEveryOpt,
     FitRoundsOpt,
+    HoldoutOpt,
     InitOpt,
     JsonOpt,
     KsOpt,
@@ -48,9 +50,13 @@ from legcf_cli.options import (
     RunDirArg,
     SeedOpt,
     SeenOpt,
+    SizingBudgetOpt,
+    SizingDimOpt,
     SplitOpt,
     TestFractionOpt,
     UpdateOpt,
+    ValidationOpt,
+    ValidFractionOpt,
     demo_dataset,
     parse_ints,
 )
@@ -106,11 +112,16 @@ def prepare(
     data: DataOpt = None,
     seed: SeedOpt = PREPARE.seed,
     test_fraction: TestFractionOpt = PREPARE.test_fraction,
+    split: HoldoutOpt = PREPARE.split,
+    validation: ValidationOpt = PREPARE.validation,
+    valid_fraction: ValidFractionOpt = None,
 ) -> None:
-    """Read, validate and split a dataset into RUN_DIR."""
+    """Read, validate and split a dataset into RUN_DIR (test holdout and validation as chosen)."""
+    config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
+    config.check()
     core = engine.stages()
     with open_reporter(ctx) as reporter:
-        summary = core.prepare(engine.run_dir(run_dir), data or demo_dataset(), seed, test_fraction, reporter)
+        summary = core.prepare_as(engine.run_dir(run_dir), data or demo_dataset(), config, reporter)
     print_mapping("prepared", summary)
 
 
@@ -122,9 +133,15 @@ def partition(
     anchor_weight: AnchorOpt = PARTITION.anchor_weight,
     init: InitOpt = PARTITION.init,
     seed: SeedOpt = PARTITION.seed,
+    compression: CompressionOpt = None,
+    budget: SizingBudgetOpt = None,
+    dim: SizingDimOpt = PRETRAIN.dim,
 ) -> None:
-    """Initial assignment S from a METIS (or random) partition."""
-    config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed)
+    """Initial assignment S from a METIS (or random) partition into c parts (c sized to the
+    data unless -c is given)."""
+    config = PartitionConfig(
+        codebook_size, per_entity, anchor_weight, init.value, seed, compression, budget, dim
+    )
     config.check()
     core = engine.stages()
     with open_reporter(ctx) as reporter:
@@ -200,7 +217,7 @@ def evaluate(
     device: DeviceOpt = AUTO,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recall@K and NDCG@K with full ranking over all items."""
+    """Recall, NDCG, Precision, HitRate and MRR at each K, with full ranking over all items."""
     core = engine.stages()
     with open_reporter(ctx) as reporter:
         result = core.evaluate_run(
@@ -281,6 +298,7 @@ def run(
     per_entity: PerEntityOpt = PARTITION.per_entity,
     anchor_weight: AnchorOpt = PARTITION.anchor_weight,
     init: InitOpt = PARTITION.init,
+    compression: CompressionOpt = None,
     dim: DimOpt = PRETRAIN.dim,
     layers: LayersOpt = PRETRAIN.layers,
     embedding: EmbeddingOpt = PRETRAIN.embedding,
@@ -299,21 +317,22 @@ def run(
     refine_lr_decay: RefineLrDecayOpt = REFINE.train.lr_decay,
     seed: SeedOpt = PARTITION.seed,
     test_fraction: TestFractionOpt = PREPARE.test_fraction,
+    split: HoldoutOpt = PREPARE.split,
+    validation: ValidationOpt = PREPARE.validation,
+    valid_fraction: ValidFractionOpt = None,
     device: DeviceOpt = AUTO,
     as_json: JsonOpt = False,
 ) -> None:
-    """All stages in order with one config; prints test metrics and model size.
-
-    Each layer runs the stages it has (only LEGCF partitions; LEGCF and PEP refine); a
-    layer sized by budget gets LEGCF's at --codebook-size and --per-entity unless --budget
-    is given."""
+    """All stages in order with one config; prints test metrics and model size. Each layer runs
+    the stages it has; one sized by budget gets LEGCF's at c and t unless --budget is given."""
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
-    shared = (batch_size, negatives, lr, l2, patience, eval_every)
-    partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed)
+    shared, sizing = (batch_size, negatives, lr, l2, patience, eval_every), (compression, budget, dim)
+    partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed, *sizing)
     pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed)
     pretrain_config = PretrainConfig(dim, layers, pretrain_train, embedding.value, backbone.value, budget)
     refine_config = RefineConfig(update_every, training(refine_epochs, *shared, refine_lr_decay, seed))
-    for config in (partition_config, pretrain_config, refine_config):
+    prepare_config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
+    for config in (prepare_config, partition_config, pretrain_config, refine_config):
         config.check()
     core = engine.stages()
     with open_reporter(ctx) as reporter:
@@ -326,5 +345,6 @@ def run(
             engine.device(device),
             test_fraction,
             reporter,
+            protocol=prepare_config,
         )
     show("legcf run: test metrics of the kept model", summary, as_json)

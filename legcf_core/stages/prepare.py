@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from legcf_core import artifacts as art
-from legcf_core.config import PrepareConfig
-from legcf_core.data import Interactions, dataset_files, load_dataset
+from legcf_core.config import PartitionConfig, PrepareConfig
+from legcf_core.data import Interactions, dataset_files, load_dataset, split_method
 from legcf_core.progress import Reporter, SilentReporter
+from legcf_core.sizing import choose_codebook
+from legcf_core.splits import split_notes
 from legcf_core.stages.inputs import SPLITS
 
 
@@ -28,33 +30,90 @@ def fingerprint(data: Interactions) -> str:
     return digest.hexdigest()
 
 
+def protocol_header(method: str, config: PrepareConfig) -> dict[str, str]:
+    """The data file's header fields that record the protocol. The LEGCF paper's (a random or
+    the dataset's own split, test-third validation) adds none, so its file is byte-identical
+    to one written before these fields existed, and a file without them reads as test-third."""
+    fields = {}
+    if method == "time":
+        fields["split"] = method
+    if config.validation != "test-third":
+        fields["validation"] = config.validation
+    if config.fraction_of_train is not None:
+        fields["valid_fraction"] = repr(config.fraction_of_train)
+    return fields
+
+
+def report_protocol(data: Interactions, reporter: Reporter) -> int | None:
+    """Notes on splits that came out thin, on what no validation split means, and on the c
+    that partition sizes to this data by default; returns that c (None: too few entities)."""
+    for note in split_notes(data.train, data.valid, data.test, data.validation):
+        reporter.note(note)
+    if data.validation == "none":
+        reporter.note(
+            "--validation none: no validation split; training runs its fixed epochs, keeps the last model"
+        )
+    defaults = PartitionConfig()
+    if data.n_entities < defaults.per_entity:
+        return None
+    choice = choose_codebook(data.n_entities, defaults.dim, defaults.per_entity)
+    reporter.note(f"partition's default: {choice.reason()}; -c, --compression or --budget choose another")
+    return choice.size
+
+
+def split_summary(data: Interactions, method: str) -> dict[str, Any]:
+    """What prepare reports and the manifest keeps about the dataset and its splits."""
+    return {
+        "users": data.n_users,
+        "items": data.n_items,
+        "train": int(data.train.nnz),
+        "valid": int(data.valid.nnz),
+        "test": int(data.test.nnz),
+        "tested_users": int((np.diff(data.test.indptr) > 0).sum()),
+        "duplicates": data.duplicates,
+        "split": method,
+        "validation": data.validation,
+    }
+
+
 def prepare(
     run: art.RunDir,
     data_path: Path,
     seed: int = 2024,
     test_fraction: float = 0.2,
     reporter: Reporter | None = None,
+    *,
+    split: str = "auto",
+    validation: str = "test-third",
+    valid_fraction: float | None = None,
 ) -> dict[str, Any]:
-    """Read, validate and split a dataset; write ``data.safetensors`` and start the manifest."""
+    """Read, validate and split a dataset under the chosen protocol (:mod:`legcf_core.splits`);
+    write ``data.safetensors`` and start the manifest."""
     reporter = reporter or SilentReporter()
-    PrepareConfig(seed, test_fraction).check()
+    config = PrepareConfig(seed, test_fraction, split, validation, valid_fraction)
+    config.check()
     started = time.perf_counter()
     task = reporter.task("reading dataset", None)
-    data = load_dataset(Path(data_path), test_fraction=test_fraction, seed=seed)
+    path = Path(data_path)
+    data = load_dataset(path, test_fraction, seed, split, validation, config.fraction_of_train)
+    method = split_method(path, split)
     task.close()
+    default_c = report_protocol(data, reporter)
     digest = fingerprint(data)
     tensors: dict[str, np.ndarray] = {"user_ids": data.user_ids, "item_ids": data.item_ids}
     for name in SPLITS:
         tensors.update(art.csr_arrays(name, data.split(name), with_data=False))
-    meta = art.header("interactions", dataset=digest, n_users=data.n_users, n_items=data.n_items)
-    summary = {
-        "users": data.n_users,
-        "items": data.n_items,
-        "train": int(data.train.nnz),
-        "valid": int(data.valid.nnz),
-        "test": int(data.test.nnz),
-        "duplicates": data.duplicates,
-    }
+    meta = art.header(
+        "interactions",
+        dataset=digest,
+        n_users=data.n_users,
+        n_items=data.n_items,
+        **protocol_header(method, config),
+    )
+    summary = {**split_summary(data, method), "default_codebook_size": default_c}
+    recorded = {"seed": seed, "test_fraction": test_fraction, "split": method, "validation": validation}
+    if config.fraction_of_train is not None:
+        recorded["valid_fraction"] = config.fraction_of_train
     source = str(Path(data_path).resolve())
     sources = {str(p.resolve()): art.sha256_file(p) for p in dataset_files(Path(data_path))}
     with run.writing("prepare", create=True):
@@ -67,7 +126,7 @@ def prepare(
         run.record(
             "prepare",
             {
-                "config": {"data": source, "seed": seed, "test_fraction": test_fraction},
+                "config": {"data": source, **recorded},
                 "inputs": {},
                 "sources": sources,
                 "outputs": {art.DATA_FILE: out},
@@ -77,3 +136,19 @@ def prepare(
             dataset={"fingerprint": digest, "source": source, **summary},
         )
     return summary
+
+
+def prepare_as(
+    run: art.RunDir, data_path: Path, config: PrepareConfig, reporter: Reporter | None = None
+) -> dict[str, Any]:
+    """:func:`prepare` with every setting from one config (``run`` and ``compare`` use it)."""
+    return prepare(
+        run,
+        data_path,
+        config.seed,
+        config.test_fraction,
+        reporter,
+        split=config.split,
+        validation=config.validation,
+        valid_fraction=config.valid_fraction,
+    )

@@ -41,6 +41,8 @@ class Session:
         self.device = device
         self.reporter = reporter
         self.label = label
+        # --validation none: no validation split, so no early stopping and the last state is kept
+        self.valid = None if data.validation == "none" else data.valid
 
     def _trainable(self, layer: EmbeddingLayer):
         self.model.layer = layer
@@ -66,7 +68,7 @@ class Session:
             result = fit(
                 model,
                 self.data.train,
-                self.data.valid,
+                self.valid,
                 self.config,
                 update_every,
                 baseline,
@@ -83,7 +85,7 @@ class Session:
             history, reached = prune(
                 model,
                 self.data.train,
-                self.data.valid,
+                self.valid,
                 self.config,
                 budget,
                 progress.on_batch,
@@ -94,7 +96,7 @@ class Session:
         return Trained(layer, {}, history[-1].epoch, history, {"thresholds_reached_budget": reached})
 
     def validate(self, layer: EmbeddingLayer) -> dict[str, float]:
-        return validate(self._trainable(layer), self.data.train, self.data.valid)
+        return validate(self._trainable(layer), self.data.train, self.valid)
 
 
 class _Progress:
