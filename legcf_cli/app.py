@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from legcf_cli.boundary import LegcfGroup
-from legcf_cli.commands import compare, serving, stages
+from legcf_cli.commands import compare, serving, stages, synth
 from legcf_cli.reporting import Settings, configure_logging
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ for command in (
 ):
     app.command()(command)
 app.command("fold-in")(serving.fold_in)
+app.command()(synth.synth)
 
 
 def version() -> str:
