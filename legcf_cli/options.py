@@ -97,6 +97,15 @@ FLAG_NAMES = {
     "output": "--output",
     "set": "--set",
     "seeds": "--seeds",
+    "users": "--users",
+    "items": "--items",
+    "interactions": "--interactions",
+    "communities": "--communities",
+    "in_community": "--in-community",
+    "user_exponent": "--user-exponent",
+    "item_exponent": "--item-exponent",
+    "min_per_user": "--min-per-user",
+    "force": "--force",
 }
 # Where a command sets a field by another flag than FLAG_NAMES says.
 COMMAND_FLAG_NAMES = {

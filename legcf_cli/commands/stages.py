@@ -175,8 +175,8 @@ def pretrain(
     config = PretrainConfig(dim, layers, train, embedding.value, backbone.value, budget)
     config.check()
     core = engine.stages()
-    with open_reporter(ctx) as reporter:
-        metrics = core.pretrain(engine.run_dir(run_dir), config, engine.device(device), reporter)
+    with engine.training_device(device) as chosen, open_reporter(ctx) as reporter:
+        metrics = core.pretrain(engine.run_dir(run_dir), config, chosen, reporter)
     print_mapping("pretrain (best on valid)", metrics)
 
 
@@ -199,12 +199,13 @@ def refine(
     PEP: retrain the pruned table from its initial values."""
     core = engine.stages()
     run = engine.run_dir(run_dir)
-    lr, batch_size = lr_and_batch(*core.trained_layer(run), lr, batch_size)
-    train = training(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed)
-    config = RefineConfig(update_every, train)
-    config.check()
-    with open_reporter(ctx) as reporter:
-        metrics = core.refine(run, config, engine.device(device), reporter)
+    with engine.training_device(device) as chosen:  # only rank 0 goes on: workers need no run directory
+        lr, batch_size = lr_and_batch(*core.trained_layer(run), lr, batch_size)
+        train = training(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed)
+        config = RefineConfig(update_every, train)
+        config.check()
+        with open_reporter(ctx) as reporter:
+            metrics = core.refine(run, config, chosen, reporter)
     print_mapping("refine (best on valid)", metrics)
 
 
@@ -335,14 +336,14 @@ def run(
     for config in (prepare_config, partition_config, pretrain_config, refine_config):
         config.check()
     core = engine.stages()
-    with open_reporter(ctx) as reporter:
+    with engine.training_device(device) as chosen, open_reporter(ctx) as reporter:
         summary = core.run_all(
             engine.run_dir(run_dir),
             data or demo_dataset(),
             partition_config,
             pretrain_config,
             refine_config,
-            engine.device(device),
+            chosen,
             test_fraction,
             reporter,
             protocol=prepare_config,

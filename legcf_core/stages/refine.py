@@ -69,6 +69,7 @@ def refine(
             rows_kept_at_update=[log.kept_rows for log in result.history if log.updated],
             history=history_rows(result.history),
             stopped_early=result.stopped_early,
+            **session.processes,
         )
         return {**metrics, "kept": kept, "improved": improved}
 
