@@ -288,14 +288,12 @@ def fit(
         decayed = False
         if valid is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             log.valid = validate(model, train, valid)
-            if log.valid[VALIDATION_METRIC] > best.best_valid[VALIDATION_METRIC]:
+            improved = log.valid[VALIDATION_METRIC] > best.best_valid[VALIDATION_METRIC]
+            stale, decayed = (0, False) if improved else (stale + 1, True)
+            if improved:
                 keep_best(best, model, log)
-                stale = 0
             else:
-                stale += 1
-                decayed = True
-                for group in optimizer.param_groups:
-                    group["lr"] *= config.lr_decay
+                decay_lr(optimizer, config.lr_decay)
         if parallel is not None:
             parallel.decide(stale >= config.patience, decayed)
         log.seconds = time.perf_counter() - started
@@ -309,6 +307,12 @@ def fit(
         keep_best(best, model, best.history[-1])
         best.best_valid = {}
     return best
+
+
+def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Scale every parameter group's learning rate (after an evaluation without improvement)."""
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
 
 
 def keep_best(best: TrainResult, model: TrainableModel, log: EpochLog) -> None:
