@@ -6,9 +6,10 @@
 Each file is written into a temporary directory (removed afterwards), then read in a
 fresh process by ``readers.dataset.read_coded``: the reader plus the coding of ids
 (integers kept, tokens hashed and sorted), which is what prepare does before it maps
-and splits. Ratings are parsed only with ``--min-rating``, as in prepare. The child reports its wall time and peak RSS (ru_maxrss, which includes
-the interpreter and pyarrow: about 100 MB before any data); files are written by another
-process, since a child's ru_maxrss starts from its parent's. Imports are not timed.
+and splits. Ratings are parsed only with ``--min-rating``, as in prepare. The child
+reports its wall time and peak RSS (ru_maxrss, which includes the interpreter and
+pyarrow: about 100 MB before any data); files are written by another process, since a
+child's ru_maxrss starts from its parent's. Imports are not timed.
 """
 
 from __future__ import annotations

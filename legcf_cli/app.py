@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 
+from legcf_cli import engine
 from legcf_cli.boundary import LegcfGroup
-from legcf_cli.commands import compare, serving, stages
+from legcf_cli.commands import compare, serving, stages, synth
 from legcf_cli.reporting import Settings, configure_logging
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ for command in (
 ):
     app.command()(command)
 app.command("fold-in")(serving.fold_in)
+app.command()(synth.synth)
 
 
 def version() -> str:
@@ -75,6 +77,7 @@ def main_options(
     lines otherwise. An error is one 'error:' line on stderr."""
     ctx.obj = Settings(quiet=quiet, verbose=verbose)
     configure_logging(ctx.obj)
+    engine.refuse_launch_without_training(ctx.invoked_subcommand)
 
 
 def main() -> None:

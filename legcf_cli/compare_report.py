@@ -73,10 +73,16 @@ def markdown_table(title: str, rows: list[dict[str, Any]], command: str) -> str:
         ]
         lines.append(
             f"| {row['name']} | {row['params']:,} | {row['bytes']:,} "
-            f"| {row[f'valid_{VALIDATION_METRIC}']:.4f} | {' | '.join(cells)} "
+            f"| {_valid(row)} | {' | '.join(cells)} "
             f"| {_duration(row['wall_s'])} | {len(row['seeds'])} | {_kept(row)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _valid(row: dict[str, Any]) -> str:
+    """The validation score, or a dash for runs without a validation split."""
+    value = row[f"valid_{VALIDATION_METRIC}"]
+    return "—" if value is None else f"{value:.4f}"
 
 
 def _kept(row: dict[str, Any]) -> str:

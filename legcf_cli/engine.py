@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import typer
 
 
 def stages() -> ModuleType:
@@ -42,3 +46,36 @@ def device(name: str) -> Any:
     from legcf_core.runtime import resolve_device
 
     return resolve_device(name)
+
+
+@contextmanager
+def training_device(name: str) -> Iterator[Any]:
+    """The device a training command runs on. Launched by torchrun with several ranks, this
+    joins their process group: rank 0 runs the command's body (and gets ``cuda:LOCAL_RANK``
+    on GPUs); every other rank trains alongside it and exits without running the body."""
+    from legcf_core import distributed
+
+    chosen = device(name)
+    with distributed.training_processes(chosen) as group:
+        if group is None:
+            yield chosen
+            return
+        if not group.leader:
+            raise typer.Exit(0 if distributed.serve(group) else 1)
+        yield group.device
+
+
+TRAINING_COMMANDS = ("run", "pretrain", "refine")
+
+
+def refuse_launch_without_training(command: str | None) -> None:
+    """torchrun may launch only the training commands; another would run once per rank."""
+    import os
+
+    if command not in TRAINING_COMMANDS and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+        from legcf_core.errors import DistributedError
+
+        raise DistributedError(
+            f"'legcf {command}' runs in one process; launch it without torchrun "
+            f"(torchrun launches {', '.join(TRAINING_COMMANDS)})"
+        )

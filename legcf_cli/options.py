@@ -14,7 +14,17 @@ from typing import Annotated
 
 import typer
 
-from legcf_core.config import DTYPES, INITS, MAX_DIM, MAX_LAYERS, MAX_SEED, MODEL_CHOICES, SPLITS
+from legcf_core.config import (
+    DTYPES,
+    INITS,
+    MAX_DIM,
+    MAX_LAYERS,
+    MAX_SEED,
+    MODEL_CHOICES,
+    SPLIT_METHODS,
+    SPLITS,
+    VALIDATIONS,
+)
 from legcf_core.experiments.sets import SETS
 from legcf_core.registry import BACKBONES, LAYERS
 
@@ -28,6 +38,8 @@ Embedding = _choices("Embedding", list(LAYERS))
 Backbone = _choices("Backbone", list(BACKBONES))
 Init = _choices("Init", INITS)
 Split = _choices("Split", SPLITS)
+SplitMethod = _choices("SplitMethod", SPLIT_METHODS)
+Validation = _choices("Validation", VALIDATIONS)
 Model = _choices("Model", MODEL_CHOICES)
 SetName = _choices("SetName", list(SETS))
 
@@ -60,6 +72,8 @@ FLAG_NAMES = {
     "rating_col": "--rating-col",
     "time_col": "--time-col",
     "min_rating": "--min-rating",
+    "validation": "--validation",
+    "valid_fraction": "--valid-fraction",
     "codebook_size": "--codebook-size",
     "per_entity": "--per-entity",
     "anchor_weight": "--anchor-weight",
@@ -69,6 +83,7 @@ FLAG_NAMES = {
     "embedding": "--embedding",
     "backbone": "--backbone",
     "budget": "--budget",
+    "compression": "--compression",
     "epochs": "--epochs",
     "batch_size": "--batch-size",
     "negatives": "--negatives",
@@ -87,6 +102,15 @@ FLAG_NAMES = {
     "output": "--output",
     "set": "--set",
     "seeds": "--seeds",
+    "users": "--users",
+    "items": "--items",
+    "interactions": "--interactions",
+    "communities": "--communities",
+    "in_community": "--in-community",
+    "user_exponent": "--user-exponent",
+    "item_exponent": "--item-exponent",
+    "min_per_user": "--min-per-user",
+    "force": "--force",
 }
 # Where a command sets a field by another flag than FLAG_NAMES says.
 COMMAND_FLAG_NAMES = {
@@ -142,11 +166,67 @@ MinRatingOpt = Annotated[
         "--min-rating", help="Keep only interactions rated at least this (explicit to implicit feedback)."
     ),
 ]
+HoldoutOpt = Annotated[
+    SplitMethod,
+    typer.Option(
+        "--split",
+        help="How test is held out: auto (a directory's own train/test files, else random), random "
+        "(floor(--test-fraction x n) of each user's interactions), time (each user's latest; needs a "
+        "time column: --time-col, a header named time or timestamp, or a CSV's third column) or files.",
+    ),
+]
+ValidationOpt = Annotated[
+    Validation,
+    typer.Option(
+        "--validation",
+        help="Where validation (early stopping, refine's choice) comes from: test-third (the LEGCF "
+        "paper's: ceil(1/3) of each user's test items, still ranked as misses in test), train-fraction "
+        "(--valid-fraction of each user's training; the whole test set is scored, as in LightGCN) or "
+        "none (fixed epochs, the last model is kept).",
+    ),
+]
+ValidFractionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--valid-fraction",
+        min=0.0,
+        max=1.0,
+        help="Per-user share of training carved out for --validation train-fraction (default 0.1).",
+    ),
+]
 
 # ------------------------------------------------------------ partition
 
 CodebookOpt = Annotated[
-    int, typer.Option("--codebook-size", "-c", min=1, help="c: number of meta-embeddings.")
+    int | None,
+    typer.Option(
+        "--codebook-size",
+        "-c",
+        min=1,
+        help="c: number of meta-embeddings. Default: sized to the data by --compression (or --budget).",
+    ),
+]
+CompressionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--compression",
+        min=1.0,
+        help="Without -c: c is the largest round number (two significant digits) at which LEGCF stores "
+        "at least this many times fewer parameters than the full table, N*d / (c*d + N*t). "
+        "Default 44, the paper's Gowalla ratio (c = 500 there).",
+    ),
+]
+SizingBudgetOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--budget",
+        min=1,
+        help="Without -c: c is the largest at which LEGCF stores at most this many parameters (c*d + N*t).",
+    ),
+]
+SizingDimOpt = Annotated[
+    int,
+    typer.Option("--dim", "-d", min=1, max=MAX_DIM, help="d that c is sized at (give pretrain the same)."),
 ]
 PerEntityOpt = Annotated[
     int, typer.Option("--per-entity", "-t", min=1, help="t: meta-embeddings per entity.")
@@ -180,7 +260,8 @@ BudgetOpt = Annotated[
         min=1,
         help="Parameters a layer sized by budget ("
         + ", ".join(e.name for e in LAYERS.values() if e.sized_by_budget)
-        + ") may store; a full table takes the widest d that fits. Default: what LEGCF stores at c and t.",
+        + ") may store; a full table takes the widest d that fits. Default: what LEGCF stores at c and t. "
+        "For LEGCF without -c: c is the largest that fits in it.",
     ),
 ]
 UpdateOpt = Annotated[

@@ -15,6 +15,16 @@ from legcf_core.errors import ConfigError
 
 INITS = ("metis", "random")
 SPLITS = ("valid", "test")
+# How prepare holds out test: "auto" is "files" for a directory of train/test files and
+# "random" for one file; "time" takes each user's latest interactions (needs a time column).
+SPLIT_METHODS = ("auto", "random", "time", "files")
+# Where validation comes from: the LEGCF paper's third of each user's test items (left in the
+# test ranking as misses), a per-user share of training (the whole test set is scored), or none.
+VALIDATIONS = ("test-third", "train-fraction", "none")
+DEFAULT_VALID_FRACTION = 0.1
+# Without -c, c is sized to the data: full table over LEGCF at least this (the paper's Gowalla
+# ratio, 9,067,392 / 205,678 = 44.09); see legcf_core.sizing.
+DEFAULT_COMPRESSION = 44.0
 MODEL_CHOICES = ("auto", "pretrain", "refine")  # which trained model a command reads
 VALIDATION_METRIC = "ndcg@20"
 DEFAULT_KS = (10, 20)
@@ -49,16 +59,38 @@ def _finite(name: str, value: object) -> float:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """How prepare splits a dataset: the seed of the holdout and validation draws, and
-    the per-user test share when the dataset is one file."""
+    """How prepare splits a dataset: the seed of the holdout and validation draws, the
+    per-user test share when the dataset is one file, how test is held out and where
+    validation comes from (``valid_fraction`` None: the default share, for train-fraction)."""
 
     seed: int = 2024
     test_fraction: float = 0.2
+    split: str = "auto"
+    validation: str = "test-third"
+    valid_fraction: float | None = None
 
     def check(self) -> None:
         check_seed(self.seed)
         if not 0.0 < _finite("test_fraction", self.test_fraction) < 1.0:
             raise ConfigError("test_fraction", f"must lie in (0, 1), got {self.test_fraction}")
+        if self.split not in SPLIT_METHODS:
+            raise ConfigError("split", f"{self.split!r} is unknown; expected {', '.join(SPLIT_METHODS)}")
+        if self.validation not in VALIDATIONS:
+            raise ConfigError(
+                "validation", f"{self.validation!r} is unknown; expected {', '.join(VALIDATIONS)}"
+            )
+        if self.valid_fraction is not None:
+            if self.validation != "train-fraction":
+                raise ConfigError("valid_fraction", "applies to --validation train-fraction only")
+            if not 0.0 < _finite("valid_fraction", self.valid_fraction) < 1.0:
+                raise ConfigError("valid_fraction", f"must lie in (0, 1), got {self.valid_fraction}")
+
+    @property
+    def fraction_of_train(self) -> float | None:
+        """The share of each user's training carved out for validation (train-fraction only)."""
+        if self.validation != "train-fraction":
+            return None
+        return DEFAULT_VALID_FRACTION if self.valid_fraction is None else self.valid_fraction
 
 
 def column_choice(text: str | None) -> str | int | None:
@@ -97,21 +129,29 @@ class ReadConfig:
 
 @dataclass(frozen=True)
 class PartitionConfig:
-    codebook_size: int = 500  # c
+    """c, t, w*, the init and its seed. Without ``codebook_size``, partition sizes c to the
+    data (legcf_core.sizing): from ``budget`` if given, else from ``compression`` (default
+    44), at embedding dimension ``dim`` (pretrain's d)."""
+
+    codebook_size: int | None = None  # c; None: sized to the data
     per_entity: int = 2  # t
     anchor_weight: float = 0.5  # w*
     init: str = "metis"
     seed: int = 2024
+    compression: float | None = None  # target full/LEGCF parameter ratio; None: DEFAULT_COMPRESSION
+    budget: int | None = None  # LEGCF's parameters c*d + N*t at most this
+    dim: int = 128  # the d that c is sized at
 
     def check(self) -> None:
-        """What needs no data: c, t >= 1, t <= c, w* in range, a known init, the seed's range."""
+        """What needs no data: c, t >= 1, t <= c, w* in range, a known init, the seed's range,
+        one sizing target at most."""
         if self.init not in INITS:
             raise ConfigError("init", f"{self.init!r} is unknown; expected {' or '.join(INITS)}")
         for name, symbol in (("codebook_size", "c"), ("per_entity", "t")):
-            value = _integer(name, getattr(self, name))
-            if value < 1:
+            value = getattr(self, name)
+            if value is not None and _integer(name, value) < 1:
                 raise ConfigError(name, f"{symbol} must be >= 1, got {value}")
-        if self.per_entity > self.codebook_size:
+        if self.codebook_size is not None and self.per_entity > self.codebook_size:
             raise ConfigError(
                 "per_entity", f"t={self.per_entity} exceeds codebook size c={self.codebook_size}"
             )
@@ -122,6 +162,18 @@ class PartitionConfig:
                 "anchor_weight", f"w* must lie in (0, {upper} with t={self.per_entity}, got {weight}"
             )
         check_seed(self.seed)
+        self.check_sizing()
+
+    def check_sizing(self) -> None:
+        if self.compression is not None and _finite("compression", self.compression) <= 1.0:
+            raise ConfigError(
+                "compression", f"must be > 1 (times smaller than the full table), got {self.compression}"
+            )
+        if self.budget is not None:
+            check_int("budget", self.budget, 1)
+        check_int("dim", self.dim, 1, MAX_DIM)
+        if self.compression is not None and self.budget is not None and self.codebook_size is None:
+            raise ConfigError("compression", "and --budget both size c; give one of them (or -c)")
 
 
 @dataclass(frozen=True)

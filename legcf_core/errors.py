@@ -50,6 +50,10 @@ class DeviceError(LegcfError):
     """The requested compute device is not available."""
 
 
+class DistributedError(LegcfError):
+    """A training process of a torchrun launch failed, was lost or could not join the others."""
+
+
 class TrainingError(LegcfError):
     """Training diverged (NaN or infinite loss); ``field`` names the setting to change."""
 

@@ -1,12 +1,18 @@
-"""Full-ranking evaluation: Recall@K and NDCG@K over all items, in user blocks.
+"""Full-ranking evaluation: Recall, NDCG, Precision, HitRate and MRR at K over all
+items, in user blocks.
 
 For each evaluated user every item is scored, the user's training items are
-excluded, and the top max(K) are compared with the held-out items:
+excluded, and the top max(K) are compared with the held-out items T_u
+(ranks r count from 0):
 
-    Recall@K = |top-K ∩ T_u| / |T_u|
-    NDCG@K   = sum_{r<K, top_r in T_u} 1/log2(r+2)  /  sum_{r<min(K,|T_u|)} 1/log2(r+2)
+    Recall@K    = |top-K ∩ T_u| / |T_u|
+    NDCG@K      = sum_{r<K, top_r in T_u} 1/log2(r+2)  /  sum_{r<min(K,|T_u|)} 1/log2(r+2)
+    Precision@K = |top-K ∩ T_u| / K
+    HitRate@K   = 1 if top-K ∩ T_u is not empty, else 0
+    MRR@K       = 1/(r+1) for the first r < K with top_r in T_u, else 0
 
-Metrics are averaged over users with at least one held-out item.
+Metrics are averaged over users with at least one held-out item. All five come
+from the same 0/1 hit matrix, so they always describe the same ranking.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ import torch
 DEFAULT_KS = (10, 20)
 
 
+METRICS = ("recall", "ndcg", "precision", "hitrate", "mrr")
+
+
 def metric_names(ks: Sequence[int]) -> list[str]:
-    return [f"{name}@{k}" for k in ks for name in ("recall", "ndcg")]
+    """Every metric at every cut-off, in the order outputs show them."""
+    return [f"{name}@{k}" for k in ks for name in METRICS]
 
 
 def pair_keys(matrix: sp.csr_matrix) -> np.ndarray:
@@ -39,16 +49,22 @@ def hit_matrix(top_items: np.ndarray, truth_keys: np.ndarray, users: np.ndarray,
 
 
 def metrics_from_hits(hits: np.ndarray, n_relevant: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
-    """Per-user Recall@K and NDCG@K from a 0/1 hit matrix ranked best-first."""
+    """Per-user metrics (:data:`METRICS`) at each K from a 0/1 hit matrix ranked best-first."""
     discounts = 1.0 / np.log2(np.arange(hits.shape[1]) + 2.0)
+    reciprocal = 1.0 / np.arange(1, hits.shape[1] + 1)
     out: dict[str, np.ndarray] = {}
     for k in ks:
         top = hits[:, :k]
-        out[f"recall@{k}"] = top.sum(axis=1) / n_relevant
+        found = top.sum(axis=1)
+        out[f"recall@{k}"] = found / n_relevant
         dcg = (top * discounts[:k]).sum(axis=1)
         ideal_len = np.minimum(n_relevant, k).astype(np.int64)
         idcg = np.cumsum(discounts[:k])[ideal_len - 1]
         out[f"ndcg@{k}"] = dcg / idcg
+        out[f"precision@{k}"] = found / k
+        out[f"hitrate@{k}"] = (found > 0).astype(np.float64)
+        # the first hit's reciprocal rank: the largest of 1/(r+1) over the hits
+        out[f"mrr@{k}"] = (top * reciprocal[:k]).max(axis=1, initial=0.0)
     return out
 
 

@@ -132,7 +132,10 @@ def _entry(required: Mapping[str, Shape], optional: Mapping[str, Shape] | None =
     return Obj({**FILES, **required}, {**TIMES, **(optional or {})})
 
 
-VALIDATED_METRICS = Obj({VALIDATION_METRIC: NUMBER}, extra=SCALAR)
+# null when the data has no validation split (--validation none)
+VALIDATED_METRICS = Obj({VALIDATION_METRIC: Scalar(("number", "null"))}, extra=SCALAR)
+# How many processes trained (torchrun), and the training positives each took over the stage.
+PROCESSES = {"world_size": Scalar(("int",), 1), "rank_positives": ListOf(Scalar(("int",), 0))}
 STAGES = {
     "prepare": _entry(
         {
@@ -152,11 +155,11 @@ STAGES = {
     ),
     "pretrain": _entry(
         {"config": Obj({"embedding": TEXT, "backbone": TEXT}, extra=SCALAR), "metrics": VALIDATED_METRICS},
-        {"history": ListOf(SCALARS)},
+        {"history": ListOf(SCALARS), **PROCESSES},
     ),
     "refine": _entry(
         {"config": SCALARS, "metrics": VALIDATED_METRICS, "kept": OneOf(("pretrain", "refine"))},
-        {"history": ListOf(SCALARS), "rows_kept_at_update": ListOf(Scalar(("int",), 0))},
+        {"history": ListOf(SCALARS), "rows_kept_at_update": ListOf(Scalar(("int",), 0)), **PROCESSES},
     ),
     "evaluate": _entry({"results": MapOf(Obj({"inputs": DIGESTS}, extra=SCALAR))}),
     "export": _entry({"file": TEXT, "sha256": Digest(), "metrics": SCALARS}),

@@ -214,6 +214,11 @@ class PropagationModel:
         """The backbone's output rows of every node of the layer's graph."""
         return self.propagate()[1]
 
+    def set_assignment(self, assignment: sp.csr_matrix) -> None:
+        """Install an assignment S solved elsewhere (another process's update) and rebuild the graph."""
+        self.layer.set_assignment(assignment)
+        self._build_graph()
+
     def update_assignment(self) -> int:
         """Re-solve the layer's assignment on the backbone's outputs and rebuild the graph."""
         with torch.no_grad():

@@ -91,6 +91,15 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+@contextmanager
+def open_atomic(path: Path):
+    """A binary handle to write ``path`` in pieces (streaming), renamed into place on success."""
+    with _atomic_target(path) as tmp, open(tmp, "wb") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def write_json_atomic(path: Path, value: Any) -> None:
     write_bytes_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 

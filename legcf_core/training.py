@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,6 +30,9 @@ from legcf_core.config import VALIDATION_METRIC, TrainConfig
 from legcf_core.errors import TrainingError
 from legcf_core.evaluation import evaluate
 from legcf_core.propagation import csr_tensor
+
+if TYPE_CHECKING:
+    from legcf_core.distributed import Group
 
 
 class TrainableModel(Protocol):
@@ -203,8 +206,15 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
     on_batch: Callable[[float], None] | None = None,
+    parallel: Group | None = None,
 ) -> float:
-    """One pass over all training positives; returns the mean batch loss."""
+    """One pass over all training positives; returns the mean batch loss. With ``parallel``,
+    this process trains on its share of every batch
+    (:func:`~legcf_core.parallel_training.parallel_step`)."""
+    if parallel is not None:
+        from legcf_core.parallel_training import parallel_epoch
+
+        return parallel_epoch(model, sampler, optimizer, config, on_batch, parallel)
     device = model.device
     n_users, n_entities = model.n_users, model.n_entities
     total, batches = 0.0, 0
@@ -228,8 +238,10 @@ def train_epoch(
     return total / max(batches, 1)
 
 
-def validate(model: TrainableModel, train: sp.csr_matrix, valid: sp.csr_matrix) -> dict[str, float]:
-    """Validation metrics of the current model (full ranking)."""
+def validate(model: TrainableModel, train: sp.csr_matrix, valid: sp.csr_matrix | None) -> dict[str, float]:
+    """Validation metrics of the current model (full ranking); none without a validation split."""
+    if valid is None:
+        return {}
     with torch.no_grad():
         h = model.entity_embeddings()
         return evaluate(h[: model.n_users], h[model.n_users :], train, valid)
@@ -238,46 +250,52 @@ def validate(model: TrainableModel, train: sp.csr_matrix, valid: sp.csr_matrix) 
 def fit(
     model: TrainableModel,
     train: sp.csr_matrix,
-    valid: sp.csr_matrix,
+    valid: sp.csr_matrix | None,
     config: TrainConfig,
     update_every: int | None = None,
     baseline: tuple[dict[str, float], dict[str, torch.Tensor], sp.csr_matrix | None] | None = None,
     on_batch: Callable[[float], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    parallel: Group | None = None,
 ) -> TrainResult:
     """Train until ``config.epochs`` or ``patience`` evaluations without improvement.
 
     With ``update_every = m`` the assignment is re-solved after every m-th
     epoch (Algorithm 1, lines 6-12). ``baseline`` is the best state of an
-    earlier stage: it is kept unless this run beats it on validation.
+    earlier stage: it is kept unless this run beats it on validation. Without a
+    validation split (``valid`` None, ``--validation none``) every epoch runs, the
+    learning rate stays constant, and the last state is the result. With
+    ``parallel`` (rank 0) the workers train alongside
+    (:func:`~legcf_core.parallel_training.follow`).
     """
     torch.manual_seed(config.seed)
     sampler = NegativeSampler(train, config.negatives, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    if baseline is None:
+    if baseline is None or valid is None:
         best = TrainResult(model.state(), model.assignment, {VALIDATION_METRIC: -1.0}, 0)
     else:
         best = TrainResult(dict(baseline[1]), baseline[2], baseline[0], 0)
     stale = 0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        loss = train_epoch(model, sampler, optimizer, config, on_batch)
+        loss = train_epoch(model, sampler, optimizer, config, on_batch, parallel)
         log = EpochLog(epoch, loss, 0.0)
         if update_every is not None and (epoch - 1) % update_every == 0:
-            log.kept_rows = model.update_assignment()
+            log.kept_rows = (
+                model.update_assignment() if parallel is None else parallel.share_assignment(model)
+            )
             log.updated = True
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
+        decayed = False
+        if valid is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             log.valid = validate(model, train, valid)
-            if log.valid[VALIDATION_METRIC] > best.best_valid[VALIDATION_METRIC]:
-                best.best_state = model.state()
-                best.best_assignment = model.assignment
-                best.best_valid = log.valid
-                best.best_epoch = epoch
-                stale = 0
+            improved = log.valid[VALIDATION_METRIC] > best.best_valid[VALIDATION_METRIC]
+            stale, decayed = (0, False) if improved else (stale + 1, True)
+            if improved:
+                keep_best(best, model, log)
             else:
-                stale += 1
-                for group in optimizer.param_groups:
-                    group["lr"] *= config.lr_decay
+                decay_lr(optimizer, config.lr_decay)
+        if parallel is not None:
+            parallel.decide(stale >= config.patience, decayed)
         log.seconds = time.perf_counter() - started
         best.history.append(log)
         if on_epoch is not None:
@@ -285,21 +303,40 @@ def fit(
         if stale >= config.patience:
             best.stopped_early = True
             break
+    if valid is None:
+        keep_best(best, model, best.history[-1])
+        best.best_valid = {}
     return best
+
+
+def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Scale every parameter group's learning rate (after an evaluation without improvement)."""
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+
+
+def keep_best(best: TrainResult, model: TrainableModel, log: EpochLog) -> None:
+    """Make the model's current state, after ``log``'s epoch, the result."""
+    best.best_state = model.state()
+    best.best_assignment = model.assignment
+    best.best_valid = log.valid or {}
+    best.best_epoch = log.epoch
 
 
 def prune(
     model: TrainableModel,
     train: sp.csr_matrix,
-    valid: sp.csr_matrix,
+    valid: sp.csr_matrix | None,
     config: TrainConfig,
     budget: int,
     on_batch: Callable[[float], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    parallel: Group | None = None,
 ) -> tuple[list[EpochLog], bool]:
     """PEP's pruning phase: train the soft-thresholded table until at most ``budget``
-    entries survive, validation stops improving (``patience``) or ``config.epochs``
-    pass; returns the history and whether the thresholds alone reached the budget."""
+    entries survive, validation stops improving (``patience``; never without a validation
+    split) or ``config.epochs`` pass; returns the history and whether the thresholds alone
+    reached the budget."""
     torch.manual_seed(config.seed)
     sampler = NegativeSampler(train, config.negatives, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -307,14 +344,16 @@ def prune(
     best, stale = -1.0, 0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        log = EpochLog(epoch, train_epoch(model, sampler, optimizer, config, on_batch), 0.0)
+        log = EpochLog(epoch, train_epoch(model, sampler, optimizer, config, on_batch, parallel), 0.0)
         log.nonzeros = model.stored_params()
-        if epoch % config.eval_every == 0 or log.nonzeros <= budget:
+        if valid is not None and (epoch % config.eval_every == 0 or log.nonzeros <= budget):
             log.valid = validate(model, train, valid)
             if log.valid[VALIDATION_METRIC] > best:
                 best, stale = log.valid[VALIDATION_METRIC], 0
             else:
                 stale += 1
+        if parallel is not None:
+            parallel.decide(log.nonzeros <= budget or stale >= config.patience, False)
         log.seconds = time.perf_counter() - started
         history.append(log)
         if on_epoch is not None:

@@ -290,7 +290,9 @@ def test_empty_test_split_says_why(tmp_path):
     with pytest.raises(DataError, match="empty test split.*at least 5 distinct items"):
         load_dataset(few, test_fraction=0.2)
     one_each = write_pairs(tmp_path / "one.csv", [(u, i) for u in range(5) for i in range(5)])
-    with pytest.raises(DataError, match="empty test split: validation takes ceil"):
+    with pytest.raises(
+        DataError, match="empty test split: --validation test-third takes ceil.*--validation train-fraction"
+    ):
         load_dataset(one_each, test_fraction=0.2)
     write_lightgcn(tmp_path / "d" / "train.txt", {0: [1, 2], 1: [2, 3]})
     write_lightgcn(tmp_path / "d" / "test.txt", {0: [1], 1: [3]})

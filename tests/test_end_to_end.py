@@ -16,6 +16,7 @@ from safetensors import safe_open
 from legcf_core import stages
 from legcf_core.artifacts import RunDir
 from legcf_core.evaluation import evaluate, popularity_scores
+from legcf_core.packing import read_uints
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +36,22 @@ def test_json(run_dir):
 
 
 def read_model_file(path):
+    """A model file read with the safetensors library; an export's integers in the documented
+    narrow layout."""
     with safe_open(str(path), framework="np") as handle:
-        codebook = handle.get_tensor("codebook")
-        indices = handle.get_tensor("assignment.indices")
-        indptr = handle.get_tensor("assignment.indptr")
-        values = handle.get_tensor("assignment.data")
-        shape = tuple(handle.get_tensor("assignment.shape"))
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
         layers = int(handle.metadata()["layers"])
-    return codebook, sp.csr_matrix((values, indices, indptr), shape=shape), layers
+    indices = read_uints(tensors, "assignment.indices", (None,))
+    if "assignment.indptr" in tensors:  # a run directory's file: the wide layout
+        indptr = tensors["assignment.indptr"]
+    else:
+        indptr = np.concatenate([[0], np.cumsum(read_uints(tensors, "assignment.counts", (None,)))])
+    shape = tuple(tensors["assignment.shape"])
+    return (
+        tensors["codebook"],
+        sp.csr_matrix((tensors["assignment.data"], indices, indptr), shape=shape),
+        layers,
+    )
 
 
 def dense_embeddings(train: sp.csr_matrix, S: sp.csr_matrix, E: np.ndarray, layers: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from helpers import assert_clean_error, copy_run, invoke, invoke_ok, snapshot, write_pairs
 
 import legcf_core
@@ -27,7 +28,7 @@ def test_a_refolded_trained_user_ranks_like_the_trained_one(compact, tmp_path):
     trained user's top items back (the planted truth: the same taste)."""
     path, data = compact
     served = legcf_core.load(path)
-    overlaps = []
+    overlaps, own, nearer = [], [], []
     for user in range(10):
         items = data.item_ids[data.train[user].indices]
         pairs = tmp_path / f"user{user}.csv"
@@ -38,7 +39,13 @@ def test_a_refolded_trained_user_ranks_like_the_trained_one(compact, tmp_path):
         mine = folded.recommend([10_000_000 + user], k=20)[0][0]
         theirs = served.recommend([int(data.user_ids[user])], k=20)[0][0]
         overlaps.append(len(set(mine) & set(theirs)) / 20)
+        rows = torch.nn.functional.normalize(folded.user_rows, dim=1)
+        cosines = rows[:-1] @ rows[-1]  # the folded row against every trained user's row
+        own.append(float(cosines[user]))
+        nearer.append(float((cosines < cosines[user]).float().mean()))  # trained users it is closer to
     assert np.mean(overlaps) > 0.5
+    # it lands where its trained row is: nearer to it than to most trained users (chance: half)
+    assert np.mean(own) > 0.8 and np.mean(nearer) > 0.75, (np.mean(own), np.mean(nearer))
 
 
 def test_new_items_come_in_with_their_users_and_everything_else_is_kept(compact, tmp_path):

@@ -208,6 +208,13 @@ def corruptions(draw, tensors: dict, meta: dict):
     return ("tensor", name, mutation, index, value, other, dtype)
 
 
+def _out_of_range(dtype: np.dtype):
+    """A value no valid array holds: -1 for signed integers, the largest for unsigned, else NaN."""
+    if np.issubdtype(dtype, np.signedinteger):
+        return -1
+    return np.iinfo(dtype).max if np.issubdtype(dtype, np.unsignedinteger) else np.nan
+
+
 def apply(corruption, tensors: dict, meta: dict) -> None:
     if corruption[0] == "header":
         _, key, value = corruption
@@ -223,7 +230,7 @@ def apply(corruption, tensors: dict, meta: dict) -> None:
         try:
             flat[index % flat.size] = value
         except (OverflowError, ValueError):
-            flat[index % flat.size] = -1 if np.issubdtype(array.dtype, np.integer) else np.nan
+            flat[index % flat.size] = _out_of_range(array.dtype)
     elif mutation == "dtype":
         array = array.astype(dtype)
     elif mutation == "truncate":

@@ -167,3 +167,59 @@ def test_property_bounds_and_reference(n_users, n_items, k, seed):
     assert 0.0 <= result[f"ndcg@{k}"] <= 1.0 + 1e-12
     assert result[f"recall@{k}"] == pytest.approx(recall, abs=1e-12)
     assert result[f"ndcg@{k}"] == pytest.approx(ndcg, abs=1e-12)
+
+
+def test_precision_hitrate_and_mrr_hand_computed():
+    # Ranking without training item 1: 0, 2, 3, 4, 5; items 2 and 5 are held out (ranks 1 and 4).
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
+    user, item = embeddings_for(scores)
+    result = evaluate(user, item, csr({0: [1]}, (1, 6)), csr({0: [2, 5]}, (1, 6)), ks=(1, 3, 10))
+    assert result["precision@1"] == 0.0 and result["hitrate@1"] == 0.0 and result["mrr@1"] == 0.0
+    assert result["precision@3"] == pytest.approx(1 / 3)
+    assert result["hitrate@3"] == 1.0
+    assert result["mrr@3"] == pytest.approx(1 / 2)  # the first hit is the 2nd item shown
+    # K=10 exceeds the 5 rankable items: precision still divides by K, as the literature does.
+    assert result["precision@10"] == pytest.approx(2 / 10)
+    assert result["mrr@10"] == pytest.approx(1 / 2)
+
+
+def test_precision_hitrate_and_mrr_average_over_users():
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.5, 0.3],  # user 0: ranking 0, 2, 3, 1; held out 3 (3rd shown)
+            [0.1, 0.2, 0.3, 0.4],  # user 1: ranking 3, 2, 1, 0; held out 0 (4th shown)
+            [0.2, 0.8, 0.6, 0.4],  # user 2: ranking 1, 2, 3, 0; held out 1 and 2 (1st, 2nd)
+        ]
+    )
+    user, item = embeddings_for(scores)
+    truth = csr({0: [3], 1: [0], 2: [1, 2]}, (3, 4))
+    result = evaluate(user, item, csr({}, (3, 4)), truth, ks=(3,))
+    assert result["precision@3"] == pytest.approx((1 / 3 + 0 + 2 / 3) / 3)
+    assert result["hitrate@3"] == pytest.approx(2 / 3)
+    assert result["mrr@3"] == pytest.approx((1 / 3 + 0 + 1) / 3)
+
+
+@pytest.mark.parametrize("block_users", [1, 4, 2048])
+def test_precision_hitrate_mrr_match_a_per_user_loop(block_users):
+    rng = np.random.default_rng(3)
+    n_users, n_items, k = 9, 25, 7
+    scores = rng.random((n_users, n_items))
+    train = sp.csr_matrix((rng.random((n_users, n_items)) < 0.2).astype(np.float32))
+    held = (rng.random((n_users, n_items)) < 0.2) & (train.toarray() == 0)
+    truth = sp.csr_matrix(held.astype(np.float32))
+    user, item = embeddings_for(scores)
+    result = evaluate(user, item, train, truth, ks=(k,), block_users=block_users)
+    precision, hitrate, mrr = [], [], []
+    for u in range(n_users):
+        relevant = set(truth[u].indices.tolist())
+        if not relevant:
+            continue
+        seen = set(train[u].indices.tolist())
+        ranked = [i for i in np.argsort(-scores[u]).tolist() if i not in seen][:k]
+        hits = [r for r, i in enumerate(ranked) if i in relevant]
+        precision.append(len(hits) / k)
+        hitrate.append(1.0 if hits else 0.0)
+        mrr.append(1 / (hits[0] + 1) if hits else 0.0)
+    assert result[f"precision@{k}"] == pytest.approx(np.mean(precision), abs=1e-12)
+    assert result[f"hitrate@{k}"] == pytest.approx(np.mean(hitrate), abs=1e-12)
+    assert result[f"mrr@{k}"] == pytest.approx(np.mean(mrr), abs=1e-12)

@@ -16,6 +16,7 @@ from legcf_cli.options import (
     SeedsOpt,
     SetName,
     SetsOpt,
+    Validation,
     demo_dataset,
     parse_ints,
 )
@@ -32,6 +33,13 @@ BatchOpt = Annotated[
 DimOpt = Annotated[int | None, typer.Option("--dim", help="Replace every configuration's d.")]
 CodebookOpt = Annotated[
     int | None, typer.Option("--codebook-size", help="Replace c (except in the c sweep).")
+]
+ProtocolOpt = Annotated[
+    Validation | None,
+    typer.Option(
+        "--validation",
+        help="Validation for every run (as in prepare): test-third (the default), train-fraction or none.",
+    ),
 ]
 ReportOnlyOpt = Annotated[
     bool, typer.Option("--report-only", help="Train nothing: tables and plots from finished runs.")
@@ -50,6 +58,7 @@ def compare(
     batch_size: BatchOpt = None,
     dim: DimOpt = None,
     codebook_size: CodebookOpt = None,
+    validation: ProtocolOpt = None,
     device: DeviceOpt = "auto",
     report_only: ReportOnlyOpt = False,
     list_sets: ListOpt = False,
@@ -61,7 +70,7 @@ def compare(
         print_sets(SETS, TITLES)
         return
     names = [name.value for name in sets]
-    overrides = Overrides(epochs, batch_size, dim, codebook_size)
+    overrides = Overrides(epochs, batch_size, dim, codebook_size, validation and validation.value)
     from legcf_cli.compare_report import write_report  # writes through the engine: loaded on use
 
     harness = engine.runner()

@@ -21,6 +21,7 @@ from legcf_cli.options import (
     CodebookOpt,
     CodesOpt,
     CompactOpt,
+    CompressionOpt,
     DataOpt,
     DeviceOpt,
     DimOpt,
@@ -29,6 +30,7 @@ from legcf_cli.options import (
     EpochsOpt,
     EvalEveryOpt,
     FitRoundsOpt,
+    HoldoutOpt,
     InitOpt,
     ItemColOpt,
     JsonOpt,
@@ -51,11 +53,15 @@ from legcf_cli.options import (
     RunDirArg,
     SeedOpt,
     SeenOpt,
+    SizingBudgetOpt,
+    SizingDimOpt,
     SplitOpt,
     TestFractionOpt,
     TimeColOpt,
     UpdateOpt,
     UserColOpt,
+    ValidationOpt,
+    ValidFractionOpt,
     demo_dataset,
     parse_ints,
 )
@@ -133,18 +139,23 @@ def prepare(
     data: DataOpt = None,
     seed: SeedOpt = PREPARE.seed,
     test_fraction: TestFractionOpt = PREPARE.test_fraction,
+    split: HoldoutOpt = PREPARE.split,
+    validation: ValidationOpt = PREPARE.validation,
+    valid_fraction: ValidFractionOpt = None,
     user_col: UserColOpt = None,
     item_col: ItemColOpt = None,
     rating_col: RatingColOpt = None,
     time_col: TimeColOpt = None,
     min_rating: MinRatingOpt = None,
 ) -> None:
-    """Read, validate and split a dataset into RUN_DIR."""
+    """Read, validate and split a dataset into RUN_DIR (test holdout and validation as chosen)."""
+    config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
+    config.check()
     read = reading(user_col, item_col, rating_col, time_col, min_rating)
     core = engine.stages()
     with open_reporter(ctx) as reporter:
         run = engine.run_dir(run_dir)
-        summary = core.prepare(run, data or demo_dataset(), seed, test_fraction, reporter, read)
+        summary = core.prepare_as(run, data or demo_dataset(), config, reporter, read)
     print_mapping("prepared", summary)
 
 
@@ -156,9 +167,15 @@ def partition(
     anchor_weight: AnchorOpt = PARTITION.anchor_weight,
     init: InitOpt = PARTITION.init,
     seed: SeedOpt = PARTITION.seed,
+    compression: CompressionOpt = None,
+    budget: SizingBudgetOpt = None,
+    dim: SizingDimOpt = PRETRAIN.dim,
 ) -> None:
-    """Initial assignment S from a METIS (or random) partition."""
-    config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed)
+    """Initial assignment S from a METIS (or random) partition into c parts (c sized to the
+    data unless -c is given)."""
+    config = PartitionConfig(
+        codebook_size, per_entity, anchor_weight, init.value, seed, compression, budget, dim
+    )
     config.check()
     core = engine.stages()
     with open_reporter(ctx) as reporter:
@@ -192,8 +209,8 @@ def pretrain(
     config = PretrainConfig(dim, layers, train, embedding.value, backbone.value, budget)
     config.check()
     core = engine.stages()
-    with open_reporter(ctx) as reporter:
-        metrics = core.pretrain(engine.run_dir(run_dir), config, engine.device(device), reporter)
+    with engine.training_device(device) as chosen, open_reporter(ctx) as reporter:
+        metrics = core.pretrain(engine.run_dir(run_dir), config, chosen, reporter)
     print_mapping("pretrain (best on valid)", metrics)
 
 
@@ -216,12 +233,13 @@ def refine(
     PEP: retrain the pruned table from its initial values."""
     core = engine.stages()
     run = engine.run_dir(run_dir)
-    lr, batch_size = lr_and_batch(*core.trained_layer(run), lr, batch_size)
-    train = training(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed)
-    config = RefineConfig(update_every, train)
-    config.check()
-    with open_reporter(ctx) as reporter:
-        metrics = core.refine(run, config, engine.device(device), reporter)
+    with engine.training_device(device) as chosen:  # only rank 0 goes on: workers need no run directory
+        lr, batch_size = lr_and_batch(*core.trained_layer(run), lr, batch_size)
+        train = training(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed)
+        config = RefineConfig(update_every, train)
+        config.check()
+        with open_reporter(ctx) as reporter:
+            metrics = core.refine(run, config, chosen, reporter)
     print_mapping("refine (best on valid)", metrics)
 
 
@@ -234,7 +252,7 @@ def evaluate(
     device: DeviceOpt = AUTO,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recall@K and NDCG@K with full ranking over all items."""
+    """Recall, NDCG, Precision, HitRate and MRR at each K, with full ranking over all items."""
     core = engine.stages()
     with open_reporter(ctx) as reporter:
         result = core.evaluate_run(
@@ -315,6 +333,7 @@ def run(
     per_entity: PerEntityOpt = PARTITION.per_entity,
     anchor_weight: AnchorOpt = PARTITION.anchor_weight,
     init: InitOpt = PARTITION.init,
+    compression: CompressionOpt = None,
     dim: DimOpt = PRETRAIN.dim,
     layers: LayersOpt = PRETRAIN.layers,
     embedding: EmbeddingOpt = PRETRAIN.embedding,
@@ -333,6 +352,9 @@ def run(
     refine_lr_decay: RefineLrDecayOpt = REFINE.train.lr_decay,
     seed: SeedOpt = PARTITION.seed,
     test_fraction: TestFractionOpt = PREPARE.test_fraction,
+    split: HoldoutOpt = PREPARE.split,
+    validation: ValidationOpt = PREPARE.validation,
+    valid_fraction: ValidFractionOpt = None,
     user_col: UserColOpt = None,
     item_col: ItemColOpt = None,
     rating_col: RatingColOpt = None,
@@ -341,25 +363,23 @@ def run(
     device: DeviceOpt = AUTO,
     as_json: JsonOpt = False,
 ) -> None:
-    """All stages in order with one config; prints test metrics and model size.
-
-    Each layer runs the stages it has (only LEGCF partitions; LEGCF and PEP refine); a
-    layer sized by budget gets LEGCF's at --codebook-size and --per-entity unless --budget
-    is given."""
+    """All stages in order with one config; prints test metrics and model size. Each layer runs
+    the stages it has; one sized by budget gets LEGCF's at c and t unless --budget is given."""
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
-    shared = (batch_size, negatives, lr, l2, patience, eval_every)
-    partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed)
+    shared, sizing = (batch_size, negatives, lr, l2, patience, eval_every), (compression, budget, dim)
+    partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed, *sizing)
     pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed)
     pretrain_config = PretrainConfig(dim, layers, pretrain_train, embedding.value, backbone.value, budget)
     refine_config = RefineConfig(update_every, training(refine_epochs, *shared, refine_lr_decay, seed))
-    for config in (partition_config, pretrain_config, refine_config):
+    prepare_config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
+    for config in (prepare_config, partition_config, pretrain_config, refine_config):
         config.check()
     read = reading(user_col, item_col, rating_col, time_col, min_rating)
     core = engine.stages()
-    configs = (partition_config, pretrain_config, refine_config)
-    with open_reporter(ctx) as reporter:
-        run, where = engine.run_dir(run_dir), engine.device(device)
+    with engine.training_device(device) as chosen, open_reporter(ctx) as reporter:
+        run, stages = engine.run_dir(run_dir), (partition_config, pretrain_config, refine_config)
+        options = {"protocol": prepare_config, "read": read}
         summary = core.run_all(
-            run, data or demo_dataset(), *configs, where, test_fraction, reporter, read=read
+            run, data or demo_dataset(), *stages, chosen, test_fraction, reporter, **options
         )
     show("legcf run: test metrics of the kept model", summary, as_json)

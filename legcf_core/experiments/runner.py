@@ -83,6 +83,7 @@ def run_experiment(
         device,
         reporter=reporter,
         match_budget=experiment.match_budget,
+        protocol=stages.PrepareConfig(validation=overrides.validation or "test-third"),
     )
     wall = time.perf_counter() - started
     evaluations = {"auto": _metrics(summary)}

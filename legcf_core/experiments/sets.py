@@ -121,6 +121,7 @@ class Overrides:
     batch_size: int | None = None
     dim: int | None = None
     codebook_size: int | None = None
+    validation: str | None = None  # the protocol (legcf_core.config.VALIDATIONS); None: test-third
 
 
 NO_OVERRIDES = Overrides()
@@ -129,7 +130,7 @@ NO_OVERRIDES = Overrides()
 def resolve(experiment: Experiment, overrides: Overrides) -> Experiment:
     """The experiment with the overrides applied where it uses the default value
     (a d=64 row stays d=64; the c sweep keeps its c values)."""
-    changes: dict[str, int] = {}
+    changes: dict[str, int | str] = {}
     if overrides.dim and experiment.dim == Experiment.dim:
         changes["dim"] = overrides.dim
     if overrides.codebook_size and experiment.sweep != "c":

@@ -44,9 +44,10 @@ def trained_as(recorded: dict[str, dict[str, Any]], pretrain: TrainConfig, refin
     return "pretrain" in recorded and all(expected[stage] == recorded[stage] for stage in recorded)
 
 
-def validation_scores(manifest: dict[str, Any]) -> dict[str, float]:
+def validation_scores(manifest: dict[str, Any]) -> dict[str, float | None]:
     """Validation NDCG@20 of the model each evaluation scored: pretrain's best, and the
-    kept one (``auto``). Hyperparameters are chosen on these, never on test."""
+    kept one (``auto``). Hyperparameters are chosen on these, never on test. None where
+    the run had no validation split (``--validation none``)."""
     stages_done = manifest["stages"]
     pretrain = stages_done["pretrain"]["metrics"][VALIDATION_METRIC]
     refine = stages_done.get("refine")
@@ -106,7 +107,8 @@ def _row(
         row[metric] = round(sum(values) / len(values), 6)
         row[f"{metric}_std"] = round(std(values), 6)
     valid = [r["valid"][experiment.model] for r in found]
-    row[f"valid_{VALIDATION_METRIC}"] = round(sum(valid) / len(valid), 6)
+    missing = None in valid  # no validation split (--validation none): nothing to average
+    row[f"valid_{VALIDATION_METRIC}"] = None if missing else round(sum(valid) / len(valid), 6)
     return row
 
 

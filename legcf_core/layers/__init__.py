@@ -133,6 +133,14 @@ class EmbeddingLayer(torch.nn.Module, ABC):
     ) -> EmbeddingLayer:
         """Inverse of :meth:`arrays` with :meth:`header`."""
 
+    @classmethod
+    def replica(
+        cls, arrays: Mapping[str, np.ndarray], header: Mapping[str, str], n_entities: int
+    ) -> EmbeddingLayer:
+        """This layer in a worker process, from what rank 0 holds (:meth:`arrays`, :meth:`header`);
+        a layer whose training form is not its stored form rebuilds itself here."""
+        return cls.from_arrays(arrays, header, n_entities)
+
     # ------------------------------------------------------------ training
 
     def pretrain(self, session: PretrainSession) -> Trained:

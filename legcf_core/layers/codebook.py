@@ -28,6 +28,7 @@ from legcf_core.layers import (
     xavier_uniform,
 )
 from legcf_core.propagation import linear_operator, stacked_input, to_torch_csr
+from legcf_core.sizing import legcf_params  # noqa: F401 (the count lives with the sizing rule)
 
 OPERATOR_COST_RATIO = 32
 """How many sparse multiply-adds over A' cost as much as one dense one (2-core CPU, docs/design.md)."""
@@ -41,11 +42,6 @@ def operator_pays(n_entities: int, codebook_size: int, layers: int, expanded_nnz
     """
     dense = (n_entities + codebook_size) * codebook_size
     return dense <= OPERATOR_COST_RATIO * layers * expanded_nnz
-
-
-def legcf_params(n_entities: int, dim: int, codebook_size: int, per_entity: int) -> int:
-    """c*d + N*t: the parameter count of a LEGCF configuration, the budget others get."""
-    return codebook_size * dim + n_entities * per_entity
 
 
 class CodebookLayer(EmbeddingLayer):

@@ -81,6 +81,14 @@ class PEPLayer(EmbeddingLayer):
         return replace(pruning, layer=pruned, valid=session.validate(pruned))
 
     @classmethod
+    def replica(
+        cls, arrays: Mapping[str, np.ndarray], header: Mapping[str, str], n_entities: int
+    ) -> PEPLayer:
+        """The soft-thresholded table itself (what pruning trains), not the pruned table."""
+        weight, threshold = (torch.from_numpy(np.array(arrays[name])) for name in ("weight", "threshold"))
+        return cls(weight, threshold, art.header_int(header, "budget", 1))
+
+    @classmethod
     def from_arrays(
         cls, arrays: Mapping[str, np.ndarray], header: Mapping[str, str], n_entities: int
     ) -> EmbeddingLayer:

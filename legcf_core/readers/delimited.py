@@ -92,6 +92,8 @@ def choose(
     for role in ("user", "item"):
         if picked[role] is None and free:
             picked[role] = free.pop(0)
+    if picked["time"] is None and columns.times and not header and 2 in free:
+        picked["time"] = 2  # user,item,time: a third column without a header is the time
     if picked["user"] is None or picked["item"] is None:
         raise DataError(
             f"{path}: expected at least 2 columns (user and item), got {width}; "

@@ -5,13 +5,13 @@ The CLI is a thin layer over these functions; they report progress through a
 :class:`~legcf_core.progress.Reporter` and never print.
 """
 
-from legcf_core.config import PartitionConfig, PretrainConfig, RefineConfig
+from legcf_core.config import PartitionConfig, PrepareConfig, PretrainConfig, RefineConfig
 from legcf_core.stages.evaluate import evaluate_run
 from legcf_core.stages.export import ExportedModel, export, load_export
 from legcf_core.stages.inputs import load_data, load_model, trained_layer
 from legcf_core.stages.inspect import inspect_path
 from legcf_core.stages.partition import partition
-from legcf_core.stages.prepare import fingerprint, prepare
+from legcf_core.stages.prepare import fingerprint, prepare, prepare_as
 from legcf_core.stages.pretrain import pretrain
 from legcf_core.stages.refine import refine
 from legcf_core.stages.run import run_all
@@ -19,6 +19,7 @@ from legcf_core.stages.run import run_all
 __all__ = [
     "ExportedModel",
     "PartitionConfig",
+    "PrepareConfig",
     "PretrainConfig",
     "RefineConfig",
     "evaluate_run",
@@ -30,6 +31,7 @@ __all__ = [
     "load_model",
     "partition",
     "prepare",
+    "prepare_as",
     "pretrain",
     "refine",
     "run_all",

@@ -1,4 +1,4 @@
-"""Evaluate: Recall@K and NDCG@K of the run's model on valid or test, full ranking."""
+"""Evaluate: Recall, NDCG, Precision, HitRate and MRR at K of a run's model, full ranking."""
 
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ def evaluate_run(
     with run.writing("evaluate"):
         data = load_data(run)
         chosen = load_model(run, which, data.n_entities, reporter)
+        if split == "valid" and data.validation == "none":
+            raise DataError(
+                f"{run.path} was prepared with --validation none and has no validation split; "
+                "evaluate --split test, or prepare again with --validation test-third or train-fraction"
+            )
         started = time.perf_counter()
         h = propagated_embeddings(chosen.model, data.train, data.n_users, device)
         truth = data.split(split)
@@ -47,11 +52,17 @@ def evaluate_run(
             )
         task = reporter.task(f"evaluating {split}", users)
         metrics = evaluate(
-            h[: data.n_users], h[data.n_users :], data.train, truth, ks, on_block=lambda n: task.advance(n)
+            h[: data.n_users],
+            h[data.n_users :],
+            data.seen_before(split),
+            truth,
+            ks,
+            on_block=lambda n: task.advance(n),
         )
         task.close()
         result = {
             "split": split,
+            "validation": data.validation,
             "model": chosen.source,
             "trained_by": chosen.trained_by,
             **rounded(metrics),

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from legcf_core import artifacts as art
-from legcf_core.config import check_model_choice
+from legcf_core.config import VALIDATIONS, check_model_choice
 from legcf_core.data import Interactions
 from legcf_core.errors import ArtifactError
 from legcf_core.model import StoredModel, stored_model_from_arrays
@@ -38,7 +38,11 @@ def interactions_from_arrays(tensors: dict[str, np.ndarray], meta: dict[str, str
         name: art.csr_from_arrays(name, tensors, (n_users, n_items), with_data=False).astype(np.float32)
         for name in SPLITS
     }
-    return Interactions(splits["train"], splits["valid"], splits["test"], user_ids, item_ids)
+    validation = meta.get("validation", "test-third")  # files from before the choice: the paper's
+    art.header_choice({"validation": validation}, "validation", VALIDATIONS)
+    return Interactions(
+        splits["train"], splits["valid"], splits["test"], user_ids, item_ids, validation=validation
+    )
 
 
 def load_initial_assignment(run: art.RunDir, n_entities: int) -> tuple[sp.csr_matrix, dict[str, Any]]:

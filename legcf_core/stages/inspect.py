@@ -68,8 +68,13 @@ def inspect_run(run: art.RunDir, which: str) -> dict[str, Any]:
     result["source"] = f"run:{chosen.source}"
     if layer.uses_partition:
         partition_entry = run.load_manifest()["stages"].get("partition", {})
+        codebook = partition_entry.get("codebook", {})
         result["partition"] = {
             "init": partition_entry.get("config", {}).get("init"),
             **partition_entry.get("metrics", {}),
+            # which c and why (runs partitioned before c was sized to the data: given by -c)
+            "codebook_size": partition_entry.get("config", {}).get("codebook_size"),
+            "chosen_by": codebook.get("chosen_by", "given"),
+            "why": codebook.get("reason", "given by -c"),
         }
     return result

@@ -10,14 +10,14 @@ from typing import Any
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.config import PretrainConfig
+from legcf_core.config import VALIDATION_METRIC, PretrainConfig
 from legcf_core.data import Interactions
 from legcf_core.errors import ConfigError
 from legcf_core.layers import LayerSize
-from legcf_core.layers.codebook import legcf_params
 from legcf_core.model import StoredModel, new_backbone
 from legcf_core.progress import Reporter, SilentReporter
 from legcf_core.registry import backbone_entry, layer_type
+from legcf_core.sizing import choose_codebook, legcf_params
 from legcf_core.stages.inputs import load_data, load_initial_assignment
 from legcf_core.stages.record import record_stage, rounded
 from legcf_core.stages.session import Session, history_rows
@@ -54,20 +54,18 @@ def pretrain(
         digest = run.load_manifest()["dataset"]["fingerprint"]
         meta = art.header(model.layer.stored_kind, dataset=digest, **model.header())
         out = art.write_tensors(run.file(art.PRETRAIN_FILE), model.arrays(), meta)
+        if data.validation == "none":
+            reporter.note(
+                "no validation split (--validation none): pretrain ran every epoch and kept its last "
+                f"model (epoch {trained.best_epoch})"
+            )
         metrics = {
             "best_epoch": trained.best_epoch,
+            VALIDATION_METRIC: None,  # stays None without a validation split
             **rounded(trained.valid),
             "params": model.stored_params(),
         }
-        recorded = {
-            "dim": config.dim,
-            "layers": config.layers,
-            "embedding": config.embedding,
-            "backbone": config.backbone,
-            "budget": size.budget if size.budget is not None else config.budget,
-            **asdict(config.train),
-            "device": str(device),
-        }
+        recorded = recorded_config(config, size, device, data.validation)
         record_stage(
             run,
             "pretrain",
@@ -80,6 +78,20 @@ def pretrain(
             **trained.manifest,
         )
         return metrics
+
+
+def recorded_config(config: PretrainConfig, size: LayerSize, device: torch.device, validation: str) -> dict:
+    """Pretrain's manifest config: the layer, the training settings and the data's validation."""
+    return {
+        "dim": config.dim,
+        "layers": config.layers,
+        "embedding": config.embedding,
+        "backbone": config.backbone,
+        "budget": size.budget if size.budget is not None else config.budget,
+        **asdict(config.train),
+        "device": str(device),
+        "validation": validation,
+    }
 
 
 def layer_size(
@@ -104,21 +116,30 @@ def _partition_sizes(run: art.RunDir) -> tuple[int, int] | None:
     return None if entry is None else (entry["config"]["codebook_size"], entry["config"]["per_entity"])
 
 
+def legcf_sizes(run: art.RunDir, config: PretrainConfig, n_entities: int) -> tuple[int, int]:
+    """This run's partition c and t, or without a partition c sized to the data at t = 2."""
+    sizes = _partition_sizes(run)
+    if sizes is not None:
+        return sizes
+    return choose_codebook(n_entities, config.dim, 2).size, 2
+
+
 def budget_source(run: art.RunDir, config: PretrainConfig) -> str:
     if config.budget is not None:
         return "as given"
-    c, t = _partition_sizes(run) or (500, 2)
+    entities = run.load_manifest()["dataset"]
+    c, t = legcf_sizes(run, config, int(entities.get("users", 0)) + int(entities.get("items", 0)))
     return f"LEGCF c={c}, t={t}, d={config.dim}"
 
 
 def resolve_budget(run: art.RunDir, config: PretrainConfig, n_entities: int) -> int:
     """The parameter budget of a layer sized by budget: ``config.budget`` if given;
-    else what LEGCF stores at this run's partition c and t (c*d + N*t); else at
-    the paper's c = 500, t = 2."""
+    else what LEGCF stores at this run's partition c and t (c*d + N*t); else at c
+    sized to the data (legcf_core.sizing) and t = 2."""
     if config.budget is not None:
         budget = config.budget
     else:
-        c, t = _partition_sizes(run) or (500, 2)
+        c, t = legcf_sizes(run, config, n_entities)
         budget = legcf_params(n_entities, config.dim, c, t)
     check_budget(budget, n_entities, config.dim)
     return budget

@@ -23,7 +23,8 @@ def refine(
     run: art.RunDir, config: RefineConfig, device: torch.device, reporter: Reporter | None = None
 ) -> dict[str, Any]:
     """The best model on validation across pretrain and refine goes to ``refine.safetensors``;
-    ``kept`` says which, and ``improved`` whether refine beat pretrain."""
+    ``kept`` says which, and ``improved`` whether refine beat pretrain. Without a validation
+    split (``--validation none``) refine's last model is kept and ``improved`` is None."""
     reporter = reporter or SilentReporter()
     config.check()
     with run.writing("refine"):
@@ -39,16 +40,11 @@ def refine(
         update_every = config.update_every if start_layer.updates_assignment else None
         session = Session(model, data, config.train, device, reporter, "refine")
         result = session.train(start_layer, update_every, baseline)
-        improved = result.best_epoch > 0
-        if not improved:
-            reporter.note(
-                f"refine did not beat pretrain on validation {VALIDATION_METRIC} "
-                f"({pretrain_valid[VALIDATION_METRIC]:.4f}); keeping the pretrained model"
-            )
-        kept = "refine" if improved else "pretrain"
+        improved = kept_refine(data.validation, result.best_epoch, pretrain_valid, reporter)
+        kept = "refine" if improved is not False else "pretrain"
         out_meta = art.header("model", dataset=meta["dataset"], kept=kept, **model.header())
         out = art.write_tensors(run.file(art.REFINE_FILE), model.arrays(), out_meta)
-        metrics = {"best_epoch": result.best_epoch, **rounded(result.best_valid)}
+        metrics = {"best_epoch": result.best_epoch, VALIDATION_METRIC: None, **rounded(result.best_valid)}
         inputs = (
             (art.DATA_FILE, art.PARTITION_FILE, art.PRETRAIN_FILE)
             if start_layer.uses_partition
@@ -57,7 +53,12 @@ def refine(
         record_stage(
             run,
             "refine",
-            config={"update_every": config.update_every, **asdict(config.train), "device": str(device)},
+            config={
+                "update_every": config.update_every,
+                **asdict(config.train),
+                "device": str(device),
+                "validation": data.validation,
+            },
             inputs=inputs,
             outputs={art.REFINE_FILE: out},
             metrics=metrics,
@@ -68,8 +69,29 @@ def refine(
             rows_kept_at_update=[log.kept_rows for log in result.history if log.updated],
             history=history_rows(result.history),
             stopped_early=result.stopped_early,
+            **session.processes,
         )
         return {**metrics, "kept": kept, "improved": improved}
+
+
+def kept_refine(
+    validation: str, best_epoch: int, pretrain_valid: dict[str, Any], reporter: Reporter
+) -> bool | None:
+    """Whether refine beat pretrain on validation (None: there is no validation split, and
+    refine keeps its last model, as ``--validation none`` asks); notes the outcome."""
+    if validation == "none":
+        reporter.note(
+            f"no validation split (--validation none): refine ran every epoch and keeps its last "
+            f"model (epoch {best_epoch}); it was not compared with pretrain"
+        )
+        return None
+    if best_epoch > 0:
+        return True
+    reporter.note(
+        f"refine did not beat pretrain on validation {VALIDATION_METRIC} "
+        f"({pretrain_valid[VALIDATION_METRIC]:.4f}); keeping the pretrained model"
+    )
+    return False
 
 
 def refine_start(pretrained: StoredModel) -> StoredModel:

@@ -10,14 +10,14 @@ import torch
 
 from legcf_core import artifacts as art
 from legcf_core.config import PartitionConfig, PrepareConfig, PretrainConfig, ReadConfig, RefineConfig
-from legcf_core.layers.codebook import legcf_params
 from legcf_core.partition import check_sizes
 from legcf_core.progress import Reporter, SilentReporter
 from legcf_core.registry import backbone_entry, layer_type
+from legcf_core.sizing import choose_codebook
 from legcf_core.stages.evaluate import evaluate_run
 from legcf_core.stages.export import export
 from legcf_core.stages.partition import partition
-from legcf_core.stages.prepare import prepare
+from legcf_core.stages.prepare import prepare_as
 from legcf_core.stages.pretrain import pretrain
 from legcf_core.stages.refine import refine
 
@@ -32,6 +32,7 @@ def run_all(
     test_fraction: float = 0.2,
     reporter: Reporter | None = None,
     match_budget: bool = False,
+    protocol: PrepareConfig | None = None,
     read: ReadConfig | None = None,
 ) -> dict[str, Any]:
     """prepare, then partition if the layer uses one, pretrain, refine if it has one,
@@ -39,31 +40,28 @@ def run_all(
 
     A layer sized by budget without ``budget`` gets LEGCF's at the partition
     config's c and t, and so does a full table with ``match_budget`` (its d is
-    then solved for).
+    then solved for). ``protocol`` chooses the split and validation (its seed and
+    test fraction are the partition seed and ``test_fraction``), ``read`` the columns and
+    the least rating.
     """
     reporter = reporter or SilentReporter()
+    protocol = replace(protocol or PrepareConfig(), seed=partition_config.seed, test_fraction=test_fraction)
+    partition_config = replace(partition_config, dim=pretrain_config.dim)  # c is sized at pretrain's d
     read = read or ReadConfig()
-    for config in (
-        PrepareConfig(partition_config.seed, test_fraction),
-        read,
-        partition_config,
-        pretrain_config,
-    ):
+    for config in (protocol, read, partition_config, pretrain_config):
         config.check()  # every setting, before any file is written
     kind = layer_type(pretrain_config.embedding)
     if kind.refines:
         refine_config.check()
     backbone_entry(pretrain_config.backbone)
     with run.writing("run", create=True):  # one lock over every stage
-        prepared = prepare(run, data_path, partition_config.seed, test_fraction, reporter, read)
+        prepared = prepare_as(run, data_path, protocol, reporter, read)
         if kind.uses_partition:
             partition(run, partition_config, reporter)
         elif pretrain_config.budget is None and (kind.sized_by_budget or match_budget):
-            entities = prepared["users"] + prepared["items"]
-            c, t = partition_config.codebook_size, partition_config.per_entity
-            check_sizes(entities, c, t)
-            budget = legcf_params(entities, pretrain_config.dim, c, t)
-            pretrain_config = replace(pretrain_config, budget=budget)
+            pretrain_config = replace(
+                pretrain_config, budget=legcf_budget(prepared, partition_config, reporter)
+            )
         pretrain(run, pretrain_config, device, reporter)
         kept = "pretrain"
         if kind.refines:
@@ -79,3 +77,16 @@ def run_all(
             "embedding_bytes": exported["embedding_bytes"],
             "model_file_bytes": exported["bytes"],
         }
+
+
+def legcf_budget(prepared: dict[str, Any], config: PartitionConfig, reporter: Reporter) -> int:
+    """What LEGCF stores at the partition config's c (given or sized to the data) and t: the
+    budget of a layer sized by budget when none is given."""
+    entities = prepared["users"] + prepared["items"]
+    choice = choose_codebook(
+        entities, config.dim, config.per_entity, config.codebook_size, config.compression
+    )
+    check_sizes(entities, choice.size, config.per_entity)
+    if choice.rule != "given":
+        reporter.note(f"budget of LEGCF at {choice.reason()}")
+    return choice.params

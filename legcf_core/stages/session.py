@@ -15,6 +15,7 @@ import torch
 
 from legcf_core.config import VALIDATION_METRIC, TrainConfig
 from legcf_core.data import Interactions
+from legcf_core.distributed import begin_job, processes_entry
 from legcf_core.layers import EmbeddingLayer, Trained
 from legcf_core.model import StoredModel, trainable
 from legcf_core.progress import Reporter, Task
@@ -41,6 +42,9 @@ class Session:
         self.device = device
         self.reporter = reporter
         self.label = label
+        # --validation none: no validation split, so no early stopping and the last state is kept
+        self.valid = None if data.validation == "none" else data.valid
+        self.processes: dict[str, Any] = {}  # world_size and each rank's positives, for the manifest
 
     def _trainable(self, layer: EmbeddingLayer):
         self.model.layer = layer
@@ -54,47 +58,56 @@ class Session:
             result.best_valid,
             result.best_epoch,
             result.history,
-            {"stopped_early": result.stopped_early},
+            {"stopped_early": result.stopped_early, **self.processes},
         )
 
     def train(
         self, layer: EmbeddingLayer, update_every: int | None = None, baseline: Baseline | None = None
     ) -> TrainResult:
-        """:func:`~legcf_core.training.fit` with progress; installs the best state in the model."""
+        """:func:`~legcf_core.training.fit` with progress; installs the best state in the model.
+        Launched by torchrun, the other ranks train alongside (:mod:`legcf_core.distributed`)."""
         model = self._trainable(layer)
+        parallel = begin_job(self.model, self.data.train, self.config, update_every)
         with _Progress(self.reporter, self.label, self.config, self.data.train.nnz) as progress:
             result = fit(
                 model,
                 self.data.train,
-                self.data.valid,
+                self.valid,
                 self.config,
                 update_every,
                 baseline,
                 progress.on_batch,
                 progress.on_epoch,
+                parallel,
             )
+        self.processes = processes_entry(parallel, self.data.train.nnz * len(result.history))
         self.model.load_state(result.best_state, result.best_assignment)
         return result
 
     def prune(self, layer: EmbeddingLayer, budget: int) -> Trained:
         """PEP's pruning phase with progress; the layer keeps its last state."""
         model = self._trainable(layer)
+        parallel = begin_job(self.model, self.data.train, self.config, None)
         with _Progress(self.reporter, "prune", self.config, self.data.train.nnz) as progress:
             history, reached = prune(
                 model,
                 self.data.train,
-                self.data.valid,
+                self.valid,
                 self.config,
                 budget,
                 progress.on_batch,
                 progress.on_epoch,
+                parallel,
             )
+        self.processes = processes_entry(parallel, self.data.train.nnz * len(history))
         if not reached:
             self.reporter.note(f"thresholds left more than {budget:,} entries; kept the largest {budget:,}")
-        return Trained(layer, {}, history[-1].epoch, history, {"thresholds_reached_budget": reached})
+        return Trained(
+            layer, {}, history[-1].epoch, history, {"thresholds_reached_budget": reached, **self.processes}
+        )
 
     def validate(self, layer: EmbeddingLayer) -> dict[str, float]:
-        return validate(self._trainable(layer), self.data.train, self.data.valid)
+        return validate(self._trainable(layer), self.data.train, self.valid)
 
 
 class _Progress:

@@ -1,0 +1,101 @@
+"""Data-parallel BPR training: each process's share of every batch, and a worker's side of
+:func:`~legcf_core.training.fit`.
+
+Every process draws the same batch order and negatives from the seed (the
+same stream one process would draw), takes a contiguous slice of each batch,
+and the slices' gradients, each scaled by the slice's share of the batch, are
+summed across processes. The sum is the gradient of the whole batch's mean
+loss, so two processes follow one process's run up to float rounding, at the
+same settings (``--batch-size`` is the global batch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from legcf_core.config import TrainConfig
+from legcf_core.distributed import Group
+from legcf_core.errors import TrainingError
+from legcf_core.training import NegativeSampler, TrainableModel, batch_bpr, batch_counts, train_epoch
+
+
+def parallel_epoch(
+    model: TrainableModel,
+    sampler: NegativeSampler,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    on_batch: Callable[[float], None] | None,
+    parallel: Group,
+) -> float:
+    """:func:`train_epoch` in data-parallel form: every process draws the same batches and
+    negatives (same seed), trains on its slice, and the gradients are summed across processes."""
+    total, batches = 0.0, 0
+    for batch in sampler.batches(config.batch_size):
+        value = parallel_step(model, batch, optimizer, config, parallel)
+        if not math.isfinite(value):
+            raise TrainingError(f"loss became {value}; lower the learning rate", "lr")
+        total += value
+        batches += 1
+        if on_batch is not None:
+            on_batch(value)
+    return total / max(batches, 1)
+
+
+def parallel_step(
+    model: TrainableModel,
+    batch: tuple[np.ndarray, np.ndarray, np.ndarray],
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    parallel: Group,
+) -> float:
+    """One optimizer step on this process's slice of ``batch``; returns the whole batch's loss.
+
+    The slice's objective is scaled by its share of the batch, so the summed
+    gradient is the gradient of the whole batch's mean loss, as one process
+    would take it.
+    """
+    users, items, negatives = (part[parallel.shard(batch[0].size)] for part in batch)
+    optimizer.zero_grad(set_to_none=True)
+    value = 0.0
+    if users.size:
+        n_users, device = model.n_users, model.device
+        counts = batch_counts(model.n_entities, n_users, users, items, negatives)
+        u, i = torch.from_numpy(users).to(device), torch.from_numpy(items + n_users).to(device)
+        j = torch.from_numpy(negatives + n_users).to(device)
+        h, l2 = model.outputs(counts)
+        mean = batch_bpr(h, u, i, j) + l2 * (config.l2 / (2 * users.size))
+        objective = mean * (users.size / batch[0].size)
+        objective.backward()
+        value = float(objective.detach())
+    total = parallel.sum_gradients(model.parameters(), value, users.size)
+    optimizer.step()
+    return total
+
+
+def follow(
+    model: TrainableModel,
+    train: sp.csr_matrix,
+    config: TrainConfig,
+    update_every: int | None,
+    parallel: Group,
+) -> None:
+    """A worker process's side of :func:`fit` (and :func:`prune`): the same epochs and steps,
+    S and every stop and lr decision from rank 0, which alone validates."""
+    torch.manual_seed(config.seed)
+    sampler = NegativeSampler(train, config.negatives, config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    for epoch in range(1, config.epochs + 1):
+        train_epoch(model, sampler, optimizer, config, None, parallel)
+        if update_every is not None and (epoch - 1) % update_every == 0:
+            parallel.share_assignment(model)
+        stop, decayed = parallel.decide()
+        if decayed:
+            for group in optimizer.param_groups:
+                group["lr"] *= config.lr_decay
+        if stop:
+            return

@@ -1,0 +1,142 @@
+"""The codebook size c, sized to the data when ``-c`` is not given.
+
+LEGCF stores c·d + N·t parameters (the c x d codebook and t weights an entity;
+:func:`legcf_core.layers.codebook.legcf_params`) in place of the full table's
+N·d. Without ``-c``, c comes from one of two targets:
+
+- ``--compression R`` (default 44, the paper's Gowalla ratio): the largest c
+  written with two significant digits (..., 98, 99, 100, 110, ..., 490, 500,
+  510, ...) at which N·d / (c·d + N·t) is at least R. The round number is the
+  paper's habit (c = 500, 1000, 2000) and it makes Gowalla's default exactly
+  the paper's c = 500: the largest c at 44x is 503 there (44.003x), and 500
+  gives 44.09x. Below 100 every integer has two significant digits.
+- ``--budget P``: the largest c with c·d + N·t <= P.
+
+Either way c is at least t (each entity needs t distinct meta-embeddings) and
+at most N; a target that would need c < t is refused with the most it allows.
+
+The default target is out of reach where d/t is small (at d = 64, t = 2 no c
+compresses 44x: N*t alone is N*d/32). A run that asked for no target then
+keeps working: c is sized as the paper's configuration (d = 128, t = 2) would
+be at 44x, which is c = 500 on Gowalla whatever d and t, and raised to t on a
+dataset too small for even that; the note says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from legcf_core.config import DEFAULT_COMPRESSION
+from legcf_core.errors import ConfigError
+
+REFERENCE_DIM, REFERENCE_PER_ENTITY = 128, 2  # the paper's Gowalla configuration
+
+
+def legcf_params(n_entities: int, dim: int, codebook_size: int, per_entity: int) -> int:
+    """c*d + N*t: the parameter count of a LEGCF configuration, the budget others get."""
+    return codebook_size * dim + n_entities * per_entity
+
+
+def two_significant_floor(value: float) -> int:
+    """``value`` rounded down to two significant digits (503.1 -> 500, 68.7 -> 68)."""
+    if value < 100:
+        return math.floor(value)
+    scale = 10 ** (math.floor(math.log10(value)) - 1)
+    return math.floor(value / scale) * scale
+
+
+@dataclass(frozen=True)
+class CodebookChoice:
+    """A codebook size and why: ``rule`` is given (``-c``), compression or budget."""
+
+    size: int
+    rule: str
+    target: float | None
+    n_entities: int
+    dim: int
+    per_entity: int
+
+    @property
+    def params(self) -> int:
+        return legcf_params(self.n_entities, self.dim, self.size, self.per_entity)
+
+    @property
+    def compression(self) -> float:
+        """Full-table parameters over LEGCF's, at this c."""
+        return self.n_entities * self.dim / self.params
+
+    def reason(self) -> str:
+        """One line that says which c and why, for notes and ``inspect``."""
+        sizes = (
+            f"c*d + N*t = {self.params:,} parameters for N = {self.n_entities:,}, d = {self.dim}, "
+            f"t = {self.per_entity}: {self.compression:.1f}x smaller than the full table"
+        )
+        if self.rule == "compression":
+            return (
+                f"c = {self.size} from --compression {self.target:g}: the largest c with two "
+                f"significant digits that is at least {self.target:g}x smaller ({sizes})"
+            )
+        if self.rule == "reference":
+            return (
+                f"c = {self.size}: --compression {DEFAULT_COMPRESSION:g} is out of reach at d = {self.dim}, "
+                f"t = {self.per_entity}, so c is sized as at the paper's d = {REFERENCE_DIM}, "
+                f"t = {REFERENCE_PER_ENTITY} (at least t) ({sizes})"
+            )
+        if self.rule == "budget":
+            budget = int(self.target or 0)
+            return f"c = {self.size} from --budget {budget:,}: the largest c that fits ({sizes})"
+        return f"c = {self.size} as given by -c ({sizes})"
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's account of the choice."""
+        return {
+            "codebook_size": self.size,
+            "chosen_by": self.rule,
+            "target": self.target,
+            "dim": self.dim,
+            "params": self.params,
+            "compression": round(self.compression, 3),
+            "reason": self.reason(),
+        }
+
+
+def choose_codebook(
+    n_entities: int,
+    dim: int,
+    per_entity: int,
+    codebook_size: int | None = None,
+    compression: float | None = None,
+    budget: int | None = None,
+) -> CodebookChoice:
+    """c as given, else from ``budget``, else from ``compression`` (default 44)."""
+    if codebook_size is not None:
+        return CodebookChoice(codebook_size, "given", None, n_entities, dim, per_entity)
+    full = n_entities * dim
+    if budget is not None:
+        rule, target = "budget", float(budget)
+        size = (budget - n_entities * per_entity) // dim
+    else:
+        rule, target = "compression", compression or DEFAULT_COMPRESSION
+        size = _at_compression(n_entities, dim, per_entity, target)
+    if size < per_entity and budget is None and compression is None:
+        reference = _at_compression(n_entities, REFERENCE_DIM, REFERENCE_PER_ENTITY, DEFAULT_COMPRESSION)
+        size = min(max(reference, per_entity), n_entities)
+        return CodebookChoice(size, "reference", target, n_entities, dim, per_entity)
+    if size < per_entity:
+        field = "budget" if rule == "budget" else "compression"
+        best = full / legcf_params(n_entities, dim, per_entity, per_entity)
+        raise ConfigError(
+            field,
+            f"{target:g} leaves room for c = {max(size, 0)} meta-embeddings, fewer than t = {per_entity} "
+            f"(N = {n_entities:,} entities, d = {dim}; the most LEGCF compresses here is {best:.1f}x, "
+            f"at c = t); {'raise' if rule == 'budget' else 'lower'} it, lower -t, or give -c",
+        )
+    return CodebookChoice(min(size, n_entities), rule, target, n_entities, dim, per_entity)
+
+
+def _at_compression(n_entities: int, dim: int, per_entity: int, target: float) -> int:
+    """The largest two-significant-digit c with N*d / (c*d + N*t) >= target (may be < 1)."""
+    room = n_entities * dim / target - n_entities * per_entity
+    return two_significant_floor(max(room, 0) / dim)

@@ -1,0 +1,175 @@
+"""Training in two processes launched by torchrun (gloo on 127.0.0.1), for real: the result
+matches one process's, the manifest says so, and a killed rank fails the run with one
+line, leaving the last complete files readable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import (
+    CODEBOOK,
+    DIM,
+    LAYERS,
+    PER_ENTITY,
+    PRETRAIN_EPOCHS,
+    REFINE_EPOCHS,
+    SEED,
+    TRAIN_OPTS,
+    assert_clean_error,
+    copy_run,
+    invoke,
+    invoke_ok,
+    read_manifest,
+    tensor_file,
+)
+
+from legcf_core.artifacts import RunDir
+from legcf_core.layers import LayerSize
+from legcf_core.registry import layer_type
+from legcf_core.stages.inputs import load_initial_assignment
+
+# Two processes sum the slices' gradients in another order than one process sums the
+# batch's; over a few Adam steps that moves parameters by float32 rounding only.
+PARAMETER_TOLERANCE = 1e-3
+METRIC_TOLERANCE = 1e-3
+
+
+def torchrun(*args: str | Path, **kwargs) -> subprocess.Popen:
+    """``torchrun --standalone --nproc-per-node 2 legcf ARGS`` (torchrun as a module, legcf as one)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "legcf_cli", *map(str, args)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, **kwargs)
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, demo_path) -> Path:
+    """``legcf run`` with the shared trained run's settings, in two processes."""
+    run_dir = tmp_path_factory.mktemp("torchrun") / "run"
+    stderr = run_dir.parent / "stderr.txt"
+    with open(stderr, "w") as err:
+        process = torchrun(
+            "run", run_dir, "--data", demo_path, "-c", CODEBOOK, "-t", PER_ENTITY, "--dim", DIM,
+            "--layers", LAYERS, "--pretrain-epochs", PRETRAIN_EPOCHS, "--refine-epochs", REFINE_EPOCHS,
+            *TRAIN_OPTS, "--json", stderr=err,
+        )  # fmt: skip
+        stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.read_text()[-3000:]
+    assert json.loads(stdout)["kept"] in ("pretrain", "refine")  # rank 0 alone prints the result
+    return run_dir
+
+
+def test_two_processes_train_what_one_trains(two_process_run, trained_run):
+    for name in ("pretrain.safetensors", "refine.safetensors"):
+        two, _ = tensor_file(two_process_run / name)
+        one, _ = tensor_file(trained_run / name)
+        assert set(two) == set(one)
+        for key, value in one.items():
+            assert np.allclose(two[key], value, rtol=0, atol=PARAMETER_TOLERANCE), (name, key)
+    one_stages, two_stages = read_manifest(trained_run)["stages"], read_manifest(two_process_run)["stages"]
+    for stage in ("pretrain", "refine"):
+        assert two_stages[stage]["metrics"]["ndcg@20"] == pytest.approx(
+            one_stages[stage]["metrics"]["ndcg@20"], abs=METRIC_TOLERANCE
+        )
+        assert [h["loss"] for h in two_stages[stage]["history"]] == pytest.approx(
+            [h["loss"] for h in one_stages[stage]["history"]], abs=1e-4
+        )
+
+
+def test_the_manifest_says_two_processes_trained(two_process_run, trained_run):
+    stages = read_manifest(two_process_run)["stages"]
+    nnz = read_manifest(trained_run)["stages"]["prepare"]["metrics"]["train"]
+    for stage in ("pretrain", "refine"):
+        entry = stages[stage]
+        assert (entry["world_size"], entry["backend"]) == (2, "gloo")
+        shares = entry["rank_positives"]
+        assert len(shares) == 2 and sum(shares) == nnz * len(entry["history"])
+        assert abs(shares[0] - shares[1]) <= len(entry["history"]) * 3  # one slice of each batch each
+    single = read_manifest(trained_run)["stages"]["pretrain"]
+    assert single["world_size"] == 1 and single["rank_positives"] == [nnz * len(single["history"])]
+
+
+def test_other_commands_read_the_run_as_usual(two_process_run):
+    result = json.loads(invoke_ok("evaluate", two_process_run, "--json", "--device", "cpu").stdout)
+    assert result["model"] in ("pretrain", "refine")
+    invoke_ok("inspect", two_process_run)
+
+
+def rank_pid(launcher: int, rank: int) -> int | None:
+    """The pid of torchrun's worker process of ``rank`` (read from /proc)."""
+    for child in Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return int(child)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers in /proc")
+def test_a_killed_rank_fails_the_run_with_one_line(tmp_path, trained_run):
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    before = {name: (run_dir / name).read_bytes() for name in ("pretrain.safetensors", "refine.safetensors")}
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        launcher = torchrun(
+            "refine", run_dir, "--epochs", "100000", "--patience", "100000", "--batch-size", "256",
+            "--device", "cpu", stderr=err,
+        )  # fmt: skip
+        deadline = time.monotonic() + 240  # starting two processes on a loaded 2-core machine is slow
+        while "refine epoch 2 " not in stderr.read_text():  # training is under way
+            assert launcher.poll() is None and time.monotonic() < deadline, stderr.read_text()[-2000:]
+            time.sleep(0.1)
+        os.kill(rank_pid(launcher.pid, 1), signal.SIGKILL)
+        killed = time.monotonic()
+        launcher.wait(timeout=60)
+    assert time.monotonic() - killed < 60
+    assert launcher.returncode != 0
+    errors = error_lines(stderr.read_text())
+    assert len(errors) == 1 and "rank 0 of 2 lost a training process" in errors[0], errors
+    assert "rerun" in errors[0]
+    for name, content in before.items():  # the last complete files, untouched and readable
+        assert (run_dir / name).read_bytes() == content
+    invoke_ok("evaluate", run_dir, "--model", "pretrain", "--device", "cpu")
+    invoke_ok("refine", run_dir, "--epochs", "1", *TRAIN_OPTS)  # a rerun of the stage succeeds
+
+
+def test_commands_that_do_not_train_refuse_torchrun(monkeypatch, trained_run):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert_clean_error(invoke("evaluate", trained_run), "without torchrun")
+
+
+def test_a_launch_without_torchrun_is_one_line(monkeypatch, tmp_path, partitioned_run):
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    run_dir = copy_run(partitioned_run, tmp_path / "run")
+    assert_clean_error(invoke("pretrain", run_dir, "--epochs", "1", *TRAIN_OPTS), "cannot join", "torchrun")
+
+
+@pytest.mark.parametrize("name", ["legcf", "full", "qr", "tt", "pep"])
+def test_a_worker_rebuilds_each_layer_exactly(name, partitioned_run):
+    """What rank 0 sends (arrays and header) rebuilds the layer it trains, to the bit."""
+    kind = layer_type(name)
+    n = read_manifest(partitioned_run)["stages"]["prepare"]["metrics"]
+    n = n["users"] + n["items"]
+    assignment, _ = load_initial_assignment(RunDir(partitioned_run), n)
+    size = LayerSize(n, 16, SEED, budget=4 * n, assignment=assignment, per_entity=PER_ENTITY)
+    layer = kind.create(size)
+    header = {"dim": "16", **layer.header()}
+    copy = type(layer).replica(layer.arrays(), header, n)
+    assert type(copy) is type(layer)
+    assert layer.state_dict().keys() == copy.state_dict().keys()
+    for key, value in layer.state_dict().items():
+        assert torch.equal(value, copy.state_dict()[key]), key

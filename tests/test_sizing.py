@@ -1,0 +1,94 @@
+"""c sized to the data when -c is not given: from a target compression (default 44, the
+paper's Gowalla ratio) or a parameter budget, and said where it was chosen."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import assert_clean_error, invoke, invoke_ok, read_manifest, tensor_file
+
+from legcf_core.errors import ConfigError
+from legcf_core.sizing import choose_codebook, legcf_params, two_significant_floor
+
+GOWALLA = 29_858 + 40_981  # users + items of the LightGCN Gowalla split
+
+
+def test_gowalla_default_is_the_papers_c_500():
+    choice = choose_codebook(GOWALLA, 128, 2)
+    assert choice.size == 500 and choice.rule == "compression"
+    assert choice.params == 205_678 and choice.compression == pytest.approx(44.085, abs=1e-3)
+    # 503 would also be >= 44x; two significant digits make it the paper's 500
+    assert GOWALLA * 128 / legcf_params(GOWALLA, 128, 503, 2) >= 44
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(503.1, 500), (68.7, 68), (99.99, 99), (100.0, 100), (1056.2, 1000), (2519, 2500)]
+)
+def test_two_significant_floor(value, expected):
+    assert two_significant_floor(value) == expected
+
+
+def test_every_sized_c_meets_its_target():
+    for n in (1_185, 9_667, 20_000, GOWALLA, 500_000):
+        for target in (10.0, 20.0, 44.0):
+            choice = choose_codebook(n, 128, 2, compression=target)
+            assert n * 128 / choice.params >= target
+            bigger = choose_codebook(n, 128, 2, compression=target * 0.8)
+            assert bigger.size >= choice.size
+
+
+def test_budget_gives_the_largest_c_that_fits():
+    choice = choose_codebook(GOWALLA, 128, 2, budget=205_678)
+    assert choice.size == 500 and choice.rule == "budget"
+    assert choose_codebook(GOWALLA, 128, 2, budget=205_677).size == 499
+    with pytest.raises(ConfigError, match="fewer than t = 2") as caught:
+        choose_codebook(GOWALLA, 128, 2, budget=141_678)  # N*t: no room for a codebook
+    assert caught.value.field == "budget"
+
+
+def test_explicit_target_out_of_reach_is_refused_default_falls_back():
+    with pytest.raises(ConfigError, match="most LEGCF compresses here is") as caught:
+        choose_codebook(GOWALLA, 64, 2, compression=44)
+    assert caught.value.field == "compression"
+    fallback = choose_codebook(GOWALLA, 64, 2)  # d = 64 cannot reach 44x: sized as at d = 128, t = 2
+    assert fallback.size == 500 and fallback.rule == "reference" and "out of reach" in fallback.reason()
+    assert choose_codebook(GOWALLA, 128, 3).size == 500  # t = 3 keeps the paper's c too
+    assert choose_codebook(100, 128, 2).size == 2  # tiny data: at least t
+
+
+def test_given_c_is_kept():
+    choice = choose_codebook(GOWALLA, 128, 2, codebook_size=321)
+    assert choice.size == 321 and choice.rule == "given"
+
+
+def test_partition_sizes_c_and_says_why(tmp_path, prepared_run):
+    from helpers import copy_run
+
+    run = copy_run(prepared_run, tmp_path / "run")
+    out = invoke_ok("partition", run)
+    assert "c = 8 from --compression 44" in out.stderr  # the demo: 1,185 entities
+    entry = read_manifest(run)["stages"]["partition"]
+    assert entry["config"]["codebook_size"] == 8
+    assert (
+        entry["codebook"]["chosen_by"] == "compression" and entry["codebook"]["params"] == 8 * 128 + 2 * 1185
+    )
+    _, meta = tensor_file(run / "assignment_init.safetensors")
+    assert meta["codebook_size"] == "8" and meta["chosen_by"] == "compression"
+    invoke_ok("partition", run, "--budget", "5000")
+    assert read_manifest(run)["stages"]["partition"]["config"]["codebook_size"] == 20
+    invoke_ok("partition", run, "-c", "30")
+    assert read_manifest(run)["stages"]["partition"]["codebook"]["chosen_by"] == "given"
+    assert_clean_error(invoke("partition", run, "--compression", "70"), "--compression", "lower it")
+    assert_clean_error(invoke("partition", run, "--compression", "20", "--budget", "9000"), "give one")
+
+
+def test_prepare_names_the_default_c(tmp_path, demo_path):
+    out = invoke_ok("prepare", tmp_path / "run", "--data", demo_path)
+    assert "partition's default: c = 8" in out.stderr
+    assert read_manifest(tmp_path / "run")["dataset"]["default_codebook_size"] == 8
+
+
+def test_inspect_says_which_c_and_why(trained_run):
+    summary = json.loads(invoke_ok("inspect", trained_run, "--json").stdout)
+    assert summary["partition"]["chosen_by"] == "given" and summary["partition"]["codebook_size"] == 50
