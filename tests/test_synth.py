@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from legcf_core import stages
 from legcf_core.artifacts import RunDir
-from legcf_core.data import load_dataset, read_lightgcn
+from legcf_core.data import load_dataset
 from legcf_core.evaluation import evaluate, popularity_scores
+from legcf_core.readers.dataset import read_coded
 from legcf_core.synth import ItemSampler, generate, lightgcn_bytes
 from legcf_core.synth_config import SynthConfig
 
@@ -28,7 +29,8 @@ def digest(directory) -> dict[str, str]:
 
 
 def pairs(directory) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return (*read_lightgcn(directory / "train.txt"), *read_lightgcn(directory / "test.txt"))
+    train, test = read_coded([directory / "train.txt", directory / "test.txt"]).files  # integer ids
+    return train.users, train.items, test.users, test.items
 
 
 def tail_exponent(values: np.ndarray, xmin: int) -> float:
