@@ -142,6 +142,9 @@ def test_parquet_with_string_and_integer_ids(tmp_path):
     assert code_columns([table.users], "user").tokens is None  # integer ids stay integers
     with pytest.raises(DataError, match="no column 'who'"):
         read_table(path, Columns(user="who"))
+    stamps = pa.array([0, 60, 120], pa.timestamp("s"))
+    pq.write_table(pa.table({"user": ["a", "a", "b"], "item": ["x", "y", "x"], "timestamp": stamps}), path)
+    assert read_table(path).times.tolist() == [0.0, 60.0, 120.0]  # a timestamp column is a time
 
 
 def test_an_unknown_suffix_lists_the_formats(tmp_path):

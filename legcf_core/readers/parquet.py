@@ -8,9 +8,12 @@ from legcf_core.errors import DataError
 from legcf_core.readers import Columns, Table
 from legcf_core.readers.delimited import NAMES
 
+UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}  # timestamp ticks a second
+
 
 def read_parquet(path: Path, columns: Columns) -> Table:
-    """Ids may be stored as strings or integers; ratings and times as any number type."""
+    """Ids may be stored as strings or integers; ratings as any number type, times as numbers,
+    timestamps or dates (read as Unix seconds)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -47,8 +50,13 @@ def read_parquet(path: Path, columns: Columns) -> Table:
         numbers[role] = None
         if chosen[role] is not None:
             column = table.column(chosen[role])
+            scale = 1.0
+            if pa.types.is_timestamp(column.type):  # Unix seconds, whatever the stored unit
+                column, scale = column.cast(pa.int64()), 1.0 / UNITS[column.type.unit]
+            elif pa.types.is_date(column.type):
+                column, scale = column.cast(pa.date32()).cast(pa.int32()), 86_400.0
             try:
-                numbers[role] = column.cast(pa.float64()).to_numpy()
+                numbers[role] = column.cast(pa.float64()).to_numpy() * scale
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 raise DataError(
                     f"{path}: the {role} column {chosen[role]!r} is {column.type}, not numbers"
