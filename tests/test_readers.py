@@ -184,6 +184,8 @@ def test_binary_garbage_and_missing_columns_are_clean_cli_errors(tmp_path):
     )
     only_header = write(tmp_path / "h.csv", ["user,item"])
     assert_clean_error(invoke("prepare", tmp_path / "r2", "--data", only_header), "no training interactions")
+    only_header.write_text("user,item")  # no line end: pyarrow cannot skip the header, the scan sees no rows
+    assert_clean_error(invoke("prepare", tmp_path / "r2", "--data", only_header), "no training interactions")
     assert not (tmp_path / "r2").exists()
 
 

@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
@@ -80,7 +79,9 @@ def read_layout(path: Path, layout: Layout, columns: Columns, reference: Layout 
     try:
         table = pacsv.read_csv(path, **options)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        scan(path, strict, str(exc).splitlines()[0])
+        if scan(path, strict) == 0:  # a header alone, without a line end: no rows, not an error
+            return Table(path, pa.array([], pa.string()), pa.array([], pa.string()))
+        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     users = trimmed(table.column(names[layout.user]).combine_chunks())
@@ -95,7 +96,8 @@ def read_layout(path: Path, layout: Layout, columns: Columns, reference: Layout 
         or any(_bad(x) for x in (rating, time))
         or any(map(_filled, gaps))
     ):
-        scan(path, strict, "a row failed a check")
+        scan(path, strict)
+        raise DataError(f"cannot read {path}: a row failed a check the line scan did not repeat")
     return Table(path, users, items, rating, time)
 
 
@@ -140,16 +142,17 @@ def rows(path: Path, layout: Layout) -> Iterator[tuple[int, list[str], str]]:
         raise DataError(f"{path}: cannot parse ({exc})") from None
 
 
-def scan(path: Path, layout: Layout, problem: str) -> NoReturn:
-    """Raise the first bad line's error, or, if every line passes, ``problem`` for the file."""
-    first = True
+def scan(path: Path, layout: Layout) -> int:
+    """Raise the first bad line's error; if every line passes, the number of data rows."""
+    count, first = 0, True
     for lineno, fields, text in rows(path, layout):
         if first and layout.header:
             first = False
             continue
         first = False
         check_row(fields, layout, f"{path}:{lineno}", text)
-    raise DataError(f"cannot read {path}: {problem}")
+        count += 1
+    return count
 
 
 def check_row(fields: list[str], layout: Layout, where: str, text: str) -> None:
