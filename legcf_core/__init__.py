@@ -44,4 +44,5 @@ def load(path: str | Path, device: str = "cpu") -> Recommender:
     run = RunDir(target)
     data = load_data(run)
     h = propagated_embeddings(load_model(run, "auto", data.n_entities).model, data.train, data.n_users, where)
-    return Recommender(h[: data.n_users], h[data.n_users :], data.train, data.user_ids, data.item_ids)
+    seen = data.seen_before("test")  # all a user had before test (train-fraction adds validation)
+    return Recommender(h[: data.n_users], h[data.n_users :], seen, data.user_ids, data.item_ids)

@@ -19,9 +19,12 @@ from helpers import (
     write_pairs,
 )
 
+import legcf_core
+from legcf_core.artifacts import RunDir
 from legcf_core.data import holdout_split, load_dataset
 from legcf_core.errors import DataError
 from legcf_core.splits import holdout_mask, seen_before
+from legcf_core.stages import load_data
 
 TINY = ["--dim", "16", "--layers", "1", "-c", "20", *TRAIN_OPTS]
 
@@ -143,6 +146,26 @@ def test_train_fraction_run_validates_and_scores_every_test_item(tmp_path, demo_
     assert test["users"] == 400  # every demo user has test items, none went to validation
     assert read_manifest(run)["stages"]["pretrain"]["metrics"]["ndcg@20"] == pytest.approx(
         result["ndcg@20"], abs=1e-6
+    )
+    # serving leaves out what a user had before test: training and the validation carved from it
+    invoke_ok("export", run, "-o", tmp_path / "exact.safetensors")
+    invoke_ok("export", run, "--compact", "-o", tmp_path / "compact.safetensors")
+    data = load_data(RunDir(run))
+    known = data.seen_before("test")
+    from_run = legcf_core.load(run)
+    users = data.user_ids
+    for served in (
+        from_run,
+        legcf_core.load(tmp_path / "exact.safetensors"),
+        legcf_core.load(tmp_path / "compact.safetensors"),
+    ):
+        top = served.recommend(users, k=20)[0]
+        index = {raw: i for i, raw in enumerate(data.item_ids.tolist())}
+        for row, items in enumerate(top):
+            assert not {index[i] for i in items.tolist()} & set(known[row].indices.tolist())
+    np.testing.assert_array_equal(
+        legcf_core.load(tmp_path / "exact.safetensors").recommend(users, k=20)[0],
+        from_run.recommend(users, k=20)[0],
     )
 
 

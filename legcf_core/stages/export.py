@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
+from legcf_core.data import Interactions
 from legcf_core.model import StoredModel, propagated_embeddings, stored_model_from_arrays
 from legcf_core.recommender import Recommender
 from legcf_core.stages.inputs import load_data, load_model
@@ -45,6 +46,7 @@ def export(run: art.RunDir, output: Path | None = None, which: str = "auto") -> 
             {
                 **model.arrays(export=True),
                 **art.csr_arrays("train", data.train, with_data=False),
+                **known_arrays(data),
             }
         )
         tensors.update(id_arrays("user_ids", data.user_ids, narrow=True))
@@ -72,6 +74,15 @@ def export(run: art.RunDir, output: Path | None = None, which: str = "auto") -> 
         return result
 
 
+def known_arrays(data: Interactions) -> dict[str, np.ndarray]:
+    """Interactions known before test that are not in the graph (``--validation
+    train-fraction`` carves validation from training): recommendations leave them out too."""
+    seen = data.seen_before("test")
+    if seen is data.train:
+        return {}
+    return art.csr_arrays("known", data.valid, with_data=False)
+
+
 @dataclass
 class ExportedModel:
     """A model read back from ``legcf export``: enough to score every user."""
@@ -82,13 +93,22 @@ class ExportedModel:
     user_ids: np.ndarray
     item_ids: np.ndarray
     trained_by: str
+    known: sp.csr_matrix | None = None  # interactions left out of recommendations beside train
+
+    def seen(self) -> sp.csr_matrix:
+        """What recommendations leave out: the training graph and any other known interactions."""
+        if self.known is None:
+            return self.train
+        seen = (self.train + self.known).tocsr()
+        seen.data[:] = 1.0
+        return seen
 
     def embeddings(self, device: torch.device = CPU) -> torch.Tensor:
         return propagated_embeddings(self.model, self.train, self.n_users, device)
 
     def recommender(self, device: torch.device = CPU) -> Recommender:
         h = self.embeddings(device)
-        return Recommender(h[: self.n_users], h[self.n_users :], self.train, self.user_ids, self.item_ids)
+        return Recommender(h[: self.n_users], h[self.n_users :], self.seen(), self.user_ids, self.item_ids)
 
 
 def load_export(path: Path) -> ExportedModel:
@@ -101,5 +121,8 @@ def load_export(path: Path) -> ExportedModel:
         user_ids = read_ids(tensors, "user_ids", n_users)
         item_ids = read_ids(tensors, "item_ids", n_items)
         made_by = art.header_choice(meta, "made_by", ("pretrain", "refine"))
+        known = None
+        if any(name.startswith("known.") for name in tensors):
+            known = art.csr_from_arrays("known", tensors, (n_users, n_items), with_data=False)
     model = stored_model_from_arrays(tensors, meta, path, n_users + n_items)
-    return ExportedModel(model, train.astype(np.float32), n_users, user_ids, item_ids, made_by)
+    return ExportedModel(model, train.astype(np.float32), n_users, user_ids, item_ids, made_by, known)

@@ -119,7 +119,7 @@ def compact_tensors(form: Any, data: Any, dtype: str, keep_seen: bool) -> dict[s
     """The serving form, the seen items (or item degrees) and any ids that are not 0..n-1."""
     return {
         **form_arrays(form, dtype),
-        **interaction_arrays(data.train, keep_seen),
+        **interaction_arrays(data.seen_before("test") if keep_seen else data.train, keep_seen),
         **id_arrays("user", data.user_ids),
         **id_arrays("item", data.item_ids),
     }
