@@ -349,6 +349,14 @@ CodesOpt = Annotated[
         "--codes", min=1, help="Meta-embeddings an entity in a compact file (default: the model's t)."
     ),
 ]
+PerUserOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--per-user",
+        dir_okay=False,
+        help="Also write each scored user's metrics to this CSV, in the dataset's own user ids.",
+    ),
+]
 FitRoundsOpt = Annotated[
     int,
     typer.Option(

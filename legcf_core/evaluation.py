@@ -87,12 +87,14 @@ def evaluate(
     ks: Sequence[int] = DEFAULT_KS,
     block_users: int = 1024,
     on_block: Callable[[int], None] | None = None,
+    per_user: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Mean metrics over users with held-out items; ``on_block(n)`` reports progress."""
+    """Mean metrics over users with held-out items; ``on_block(n)`` reports progress. Given a
+    dict, ``per_user`` receives each scored user's index (``"user"``) and metric values."""
     n_relevant_all = np.diff(truth.indptr)
     users = np.flatnonzero(n_relevant_all > 0)
     k_max = min(max(ks), item_emb.shape[0])
-    sums = {name: 0.0 for name in metric_names(ks)}
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in metric_names(ks)}
     truth_keys = pair_keys(truth)
     with torch.no_grad():
         for start in range(0, users.size, block_users):
@@ -103,9 +105,16 @@ def evaluate(
             if hits.shape[1] < max(ks):
                 hits = np.pad(hits, ((0, 0), (0, max(ks) - hits.shape[1])))
             for name, values in metrics_from_hits(hits, n_relevant_all[block], ks).items():
-                sums[name] += float(values.sum())
+                rows[name].append(values)
             if on_block is not None:
                 on_block(block.size)
+    if per_user is not None:
+        per_user["user"] = users
+        per_user.update(
+            {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in rows.items()}
+        )
+    # block by block, as the means were always summed (the same figures to the last digit)
+    sums = {name: sum(float(part.sum()) for part in parts) for name, parts in rows.items()}
     result = {name: (total / users.size if users.size else 0.0) for name, total in sums.items()}
     result["users"] = int(users.size)
     return result

@@ -68,6 +68,18 @@ def test_the_python_api_takes_and_gives_tokens(token_run):
     assert items.shape == (2, 3) and all(isinstance(v, str) for v in items.ravel())
 
 
+def test_evaluate_per_user_writes_each_users_metrics_in_their_own_ids(token_run, tmp_path):
+    import csv
+
+    out = tmp_path / "per_user.csv"
+    result = json.loads(invoke_ok("evaluate", token_run, "--per-user", out, "--json").stdout)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == result["users"] and result["per_user_file"] == str(out)
+    assert all(row["user"].startswith("user ") for row in rows)  # the CSV's own ids, not indices
+    for name in ("ndcg@20", "recall@10", "mrr@20"):
+        assert np.mean([float(row[name]) for row in rows]) == pytest.approx(result[name], abs=1e-5)
+
+
 def test_fold_in_adds_users_with_string_ids(token_run, tmp_path):
     new = tmp_path / "new.csv"
     new.write_text("user,item\nnewcomer," + ITEMS[2] + "\nnewcomer," + ITEMS[3] + "\nnewcomer,brand-new\n")

@@ -45,6 +45,7 @@ from legcf_cli.options import (
     OutputOpt,
     PatienceOpt,
     PerEntityOpt,
+    PerUserOpt,
     PlotDirOpt,
     PretrainEpochsOpt,
     RatingColOpt,
@@ -250,13 +251,20 @@ def evaluate(
     k: KsOpt = "10,20",
     model: ModelOpt = AUTO,
     device: DeviceOpt = AUTO,
+    per_user: PerUserOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Recall, NDCG, Precision, HitRate and MRR at each K, with full ranking over all items."""
     core = engine.stages()
     with open_reporter(ctx) as reporter:
         result = core.evaluate_run(
-            engine.run_dir(run_dir), split.value, parse_ints(k), model.value, engine.device(device), reporter
+            engine.run_dir(run_dir),
+            split.value,
+            parse_ints(k),
+            model.value,
+            engine.device(device),
+            reporter,
+            per_user,
         )
     show(f"{result['model']} on {split.value}", result, as_json)
 

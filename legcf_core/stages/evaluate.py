@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +30,10 @@ def evaluate_run(
     which: str = "auto",
     device: torch.device = CPU,
     reporter: Reporter | None = None,
+    per_user_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Score ``which`` model on ``split``; every result is kept in the manifest by model and split."""
+    """Score ``which`` model on ``split``; every result is kept in the manifest by model and split.
+    ``per_user_path``: also write each scored user's metrics there (CSV, the dataset's own ids)."""
     reporter = reporter or SilentReporter()
     check_split(split)
     if not ks or min(ks) < 1:
@@ -42,6 +47,7 @@ def evaluate_run(
                 "evaluate --split test, or prepare again with --validation test-third or train-fraction"
             )
         started = time.perf_counter()
+        per_user: dict[str, np.ndarray] | None = {} if per_user_path is not None else None
         h = propagated_embeddings(chosen.model, data.train, data.n_users, device)
         truth = data.split(split)
         users = int((np.diff(truth.indptr) > 0).sum())
@@ -58,6 +64,7 @@ def evaluate_run(
             truth,
             ks,
             on_block=lambda n: task.advance(n),
+            per_user=per_user,
         )
         task.close()
         result = {
@@ -68,8 +75,22 @@ def evaluate_run(
             **rounded(metrics),
             "seconds": round(time.perf_counter() - started, 3),
         }
+        if per_user is not None:
+            art.write_bytes_atomic(Path(per_user_path), per_user_csv(per_user, data.user_ids))
+            result["per_user_file"] = str(per_user_path)
         evaluations = dict(run.load_manifest()["stages"].get("evaluate", {}).get("results", {}))
         inputs = run.inputs(art.STAGE_FILES[chosen.source])
         evaluations[f"{chosen.source}/{split}"] = {**result, "inputs": inputs}
         run.record("evaluate", {"results": evaluations, "inputs": {}, "outputs": {}})
         return result
+
+
+def per_user_csv(per_user: dict[str, np.ndarray], user_ids: np.ndarray) -> bytes:
+    """One CSV row a scored user: the dataset's own id, then each metric (6 decimals)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    names = [name for name in per_user if name != "user"]
+    writer.writerow(["user", *names])
+    for row, index in enumerate(per_user["user"]):
+        writer.writerow([user_ids[index], *(f"{per_user[name][row]:.6f}" for name in names)])
+    return out.getvalue().encode()
