@@ -11,39 +11,13 @@ same settings (``--batch-size`` is the global batch).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from legcf_core.config import TrainConfig
 from legcf_core.distributed import Group
-from legcf_core.errors import TrainingError
 from legcf_core.training import NegativeSampler, TrainableModel, batch_bpr, batch_counts, train_epoch
-
-
-def parallel_epoch(
-    model: TrainableModel,
-    sampler: NegativeSampler,
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    on_batch: Callable[[float], None] | None,
-    parallel: Group,
-) -> float:
-    """:func:`train_epoch` in data-parallel form: every process draws the same batches and
-    negatives (same seed), trains on its slice, and the gradients are summed across processes."""
-    total, batches = 0.0, 0
-    for batch in sampler.batches(config.batch_size):
-        value = parallel_step(model, batch, optimizer, config, parallel)
-        if not math.isfinite(value):
-            raise TrainingError(f"loss became {value}; lower the learning rate", "lr")
-        total += value
-        batches += 1
-        if on_batch is not None:
-            on_batch(value)
-    return total / max(batches, 1)
 
 
 def parallel_step(

@@ -16,6 +16,7 @@ phase: train until the soft-thresholded table fits a parameter budget.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -211,24 +212,14 @@ def train_epoch(
     """One pass over all training positives; returns the mean batch loss. With ``parallel``,
     this process trains on its share of every batch
     (:func:`~legcf_core.parallel_training.parallel_step`)."""
+    step = local_step
     if parallel is not None:
-        from legcf_core.parallel_training import parallel_epoch
+        from legcf_core.parallel_training import parallel_step
 
-        return parallel_epoch(model, sampler, optimizer, config, on_batch, parallel)
-    device = model.device
-    n_users, n_entities = model.n_users, model.n_entities
+        step = functools.partial(parallel_step, parallel=parallel)
     total, batches = 0.0, 0
-    for users, items, negatives in sampler.batches(config.batch_size):
-        counts = batch_counts(n_entities, n_users, users, items, negatives)
-        u = torch.from_numpy(users).to(device)
-        i = torch.from_numpy(items + n_users).to(device)
-        j = torch.from_numpy(negatives + n_users).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        h, l2 = model.outputs(counts)
-        objective = batch_bpr(h, u, i, j) + l2 * (config.l2 / (2 * users.size))
-        objective.backward()
-        optimizer.step()
-        value = float(objective.detach())
+    for batch in sampler.batches(config.batch_size):
+        value = step(model, batch, optimizer, config)
         if not math.isfinite(value):
             raise TrainingError(f"loss became {value}; lower the learning rate", "lr")
         total += value
@@ -236,6 +227,27 @@ def train_epoch(
         if on_batch is not None:
             on_batch(value)
     return total / max(batches, 1)
+
+
+def local_step(
+    model: TrainableModel,
+    batch: tuple[np.ndarray, np.ndarray, np.ndarray],
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+) -> float:
+    """One optimizer step on a batch of (users, items, negatives) in this process; its loss."""
+    users, items, negatives = batch
+    n_users = model.n_users
+    counts = batch_counts(model.n_entities, n_users, users, items, negatives)
+    u = torch.from_numpy(users).to(model.device)
+    i = torch.from_numpy(items + n_users).to(model.device)
+    j = torch.from_numpy(negatives + n_users).to(model.device)
+    optimizer.zero_grad(set_to_none=True)
+    h, l2 = model.outputs(counts)
+    objective = batch_bpr(h, u, i, j) + l2 * (config.l2 / (2 * users.size))
+    objective.backward()
+    optimizer.step()
+    return float(objective.detach())
 
 
 def validate(model: TrainableModel, train: sp.csr_matrix, valid: sp.csr_matrix | None) -> dict[str, float]:
