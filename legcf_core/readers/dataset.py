@@ -54,12 +54,6 @@ def read_coded(
         kept = [_rated(t, min_rating) for t in tables]
         below = rows_read - sum(t.rows for t in kept)
         tables = kept
-    import pyarrow as pa
-
-    # pyarrow sets a temporary SIGINT handler around each long call and restores the one it
-    # found; two threads doing so at once can leave Arrow's handler in place for good, and
-    # Ctrl-C is then ignored for the rest of the run. Python's own handler is enough here.
-    pa.enable_signal_handlers(False)
     with ThreadPoolExecutor(2) as pool:
         users, items = pool.map(
             code_columns, ([t.users for t in tables], [t.items for t in tables]), ("user", "item")
