@@ -225,7 +225,15 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, demo_path):
         sys.executable, "-m", "legcf_cli", "run", str(tmp_path / "run"), "--data", str(demo_path),
         "--pretrain-epochs", "500", "--patience", "500", *TINY_RUN,
     ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A suite started in the background by a non-interactive shell inherits SIGINT ignored, and
+    # so would the child: give it the default disposition, as a terminal's Ctrl-C would find.
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         for line in proc.stderr:  # wait until training runs
             if line.startswith("pretrain epoch 1 "):
