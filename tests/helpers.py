@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -134,3 +135,63 @@ def rewrite_tensors(path: Path, tensors: Mapping, meta: Mapping[str, str]) -> Pa
                     entry[field][path.name] = sha256_file(path)
         manifest_path.write_text(json.dumps(manifest))
     return path
+
+
+# ---------------------------------------------------------------- a real server
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_server(model: Path, timeout: float = 90):
+    """``legcf serve MODEL`` as a real process on a free port of 127.0.0.1, answering ``/health``;
+    yields an ``httpx.Client`` on it and stops the server afterwards."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "legcf_cli",
+        "serve",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"legcf serve exited with {proc.returncode}: {proc.stderr.read()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"legcf serve did not answer /health within {timeout} s")
+            time.sleep(0.2)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield client
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -4,40 +4,18 @@ HTTP client, against the exact and the compact export of the trained demo run.""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import invoke, invoke_ok
+from helpers import free_port, invoke, invoke_ok, running_server
 
 import legcf_core
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_up(proc: subprocess.Popen, url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"legcf serve exited with {proc.returncode}: {proc.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"legcf serve did not answer /health within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -51,23 +29,8 @@ def compact_model(tmp_path_factory, trained_run) -> Path:
 def server(request, exported_model, compact_model):
     """A running ``legcf serve`` on a free port: (base url, model path); stopped afterwards."""
     model = exported_model if request.param == "exact" else compact_model
-    port = free_port()
-    command = [sys.executable, "-m", "legcf_cli", "serve", str(model), "--host", "127.0.0.1"]
-    proc = subprocess.Popen(
-        [*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(proc, url)
-        with httpx.Client(base_url=url, timeout=30) as client:
-            yield client, model, request.param
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_server(model) as client:
+        yield client, model, request.param
 
 
 def test_health_names_the_model(server):

@@ -91,14 +91,11 @@ def test_fold_in_adds_users_with_string_ids(token_run, tmp_path):
 
 def test_serve_takes_string_ids(token_run):
     pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
     pytest.importorskip("httpx")
-    from fastapi.testclient import TestClient
+    from helpers import running_server
 
-    from legcf_cli.serve import create_app, model_info
-
-    path = token_run / "model.safetensors"
-    served = legcf_core.load(path)
-    with TestClient(create_app(served, model_info(path, served))) as client:
+    with running_server(token_run / "model.safetensors") as client:
         answer = client.get("/recommend", params={"user": "user 4", "k": 3}).json()
         assert answer["user"] == "user 4" and set(answer["items"]) <= set(ITEMS)
         assert client.get("/recommend", params={"user": "nobody"}).status_code == 404
