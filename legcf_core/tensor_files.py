@@ -236,10 +236,7 @@ def csr_arrays(
     row lengths ``prefix.counts`` instead of ``indptr``, and both they and the indices in
     as few bits as they need (:mod:`legcf_core.packing`), as exported models store them."""
     if narrow:
-        arrays = {
-            **narrow_uints(f"{prefix}.counts", np.diff(matrix.indptr)),
-            **narrow_uints(f"{prefix}.indices", matrix.indices),
-        }
+        arrays = narrow_csr(prefix, matrix.indptr, matrix.indices)
     else:
         arrays = {
             f"{prefix}.indptr": matrix.indptr.astype(np.int64),
@@ -298,10 +295,17 @@ def narrowed(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = dict(tensors)
     for name in [key for key in tensors if key.endswith(".indptr")]:
         prefix = name.removesuffix(".indptr")
-        indptr, indices = out.pop(name), out.pop(f"{prefix}.indices")
-        out.update(narrow_uints(f"{prefix}.counts", np.diff(indptr)))
-        out.update(narrow_uints(f"{prefix}.indices", indices))
+        out.update(narrow_csr(prefix, out.pop(name), out.pop(f"{prefix}.indices")))
     return out
+
+
+def narrow_csr(prefix: str, indptr: np.ndarray, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """A CSR pattern's narrow layout: row lengths ``prefix.counts`` and ``prefix.indices``, each in
+    as few bits as it needs."""
+    return {
+        **narrow_uints(f"{prefix}.counts", np.diff(indptr)),
+        **narrow_uints(f"{prefix}.indices", indices),
+    }
 
 
 def _csr_shape(
