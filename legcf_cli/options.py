@@ -17,6 +17,7 @@ import typer
 from legcf_core.config import (
     DTYPES,
     INITS,
+    LR_SCHEDULES,
     MAX_DIM,
     MAX_LAYERS,
     MAX_SEED,
@@ -38,6 +39,7 @@ Embedding = _choices("Embedding", list(LAYERS))
 Backbone = _choices("Backbone", list(BACKBONES))
 Init = _choices("Init", INITS)
 Split = _choices("Split", SPLITS)
+LrSchedule = _choices("LrSchedule", LR_SCHEDULES)
 SplitMethod = _choices("SplitMethod", SPLIT_METHODS)
 Validation = _choices("Validation", VALIDATIONS)
 Model = _choices("Model", MODEL_CHOICES)
@@ -92,6 +94,7 @@ FLAG_NAMES = {
     "patience": "--patience",
     "eval_every": "--eval-every",
     "lr_decay": "--lr-decay",
+    "lr_schedule": "--lr-schedule",
     "update_every": "--update-every",
     "split": "--split",
     "k": "--k",
@@ -301,6 +304,14 @@ LrDecayOpt = Annotated[
         min=0.0,
         max=1.0,
         help="Multiply the learning rate by this after a validation without gain.",
+    ),
+]
+LrScheduleOpt = Annotated[
+    LrSchedule,
+    typer.Option(
+        "--lr-schedule",
+        help="plateau: --lr-decay after a validation without gain (constant without validation); "
+        "cosine: from --lr down to 0 over the epochs, fixed in advance (for --validation none).",
     ),
 ]
 PretrainEpochsOpt = Annotated[int, typer.Option("--pretrain-epochs", min=1, help="Maximum pretrain epochs.")]

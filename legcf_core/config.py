@@ -22,6 +22,10 @@ SPLIT_METHODS = ("auto", "random", "time", "files")
 # test ranking as misses), a per-user share of training (the whole test set is scored), or none.
 VALIDATIONS = ("test-third", "train-fraction", "none")
 DEFAULT_VALID_FRACTION = 0.1
+# How the learning rate moves: "plateau" multiplies it by lr_decay after a validation without
+# gain (constant without validation); "cosine" follows a half cosine from lr to 0 over the
+# epochs, fixed in advance, so it suits --validation none.
+LR_SCHEDULES = ("plateau", "cosine")
 # Without -c, c is sized to the data: full table over LEGCF at least this (the paper's Gowalla
 # ratio, 9,067,392 / 205,678 = 44.09); see legcf_core.sizing.
 DEFAULT_COMPRESSION = 44.0
@@ -189,6 +193,7 @@ class TrainConfig:
     eval_every: int = 1
     lr_decay: float = 0.5  # multiply lr by this after an evaluation without improvement
     seed: int = 2024
+    lr_schedule: str = "plateau"  # a name in LR_SCHEDULES
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "negatives", "patience", "eval_every"):
@@ -200,6 +205,10 @@ class TrainConfig:
         if not 0.0 < _finite("lr_decay", self.lr_decay) <= 1.0:
             raise ConfigError("lr_decay", f"must lie in (0, 1] (1 keeps lr constant), got {self.lr_decay}")
         check_seed(self.seed)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                "lr_schedule", f"{self.lr_schedule!r} is unknown; expected {' or '.join(LR_SCHEDULES)}"
+            )
 
 
 @dataclass(frozen=True)

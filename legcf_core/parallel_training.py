@@ -17,7 +17,14 @@ import torch
 
 from legcf_core.config import TrainConfig
 from legcf_core.distributed import Group
-from legcf_core.training import NegativeSampler, TrainableModel, batch_bpr, batch_counts, train_epoch
+from legcf_core.schedule import decay_lr, follow_schedule
+from legcf_core.training import (
+    NegativeSampler,
+    TrainableModel,
+    batch_bpr,
+    batch_counts,
+    train_epoch,
+)
 
 
 def parallel_step(
@@ -64,12 +71,12 @@ def follow(
     sampler = NegativeSampler(train, config.negatives, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     for epoch in range(1, config.epochs + 1):
+        follow_schedule(optimizer, config, epoch)
         train_epoch(model, sampler, optimizer, config, None, parallel)
         if update_every is not None and (epoch - 1) % update_every == 0:
             parallel.share_assignment(model)
         stop, decayed = parallel.decide()
         if decayed:
-            for group in optimizer.param_groups:
-                group["lr"] *= config.lr_decay
+            decay_lr(optimizer, config.lr_decay)
         if stop:
             return

@@ -31,6 +31,7 @@ from legcf_core.config import VALIDATION_METRIC, TrainConfig
 from legcf_core.errors import TrainingError
 from legcf_core.evaluation import evaluate
 from legcf_core.propagation import csr_tensor
+from legcf_core.schedule import decay_lr, follow_schedule
 
 if TYPE_CHECKING:
     from legcf_core.distributed import Group
@@ -276,7 +277,7 @@ def fit(
     epoch (Algorithm 1, lines 6-12). ``baseline`` is the best state of an
     earlier stage: it is kept unless this run beats it on validation. Without a
     validation split (``valid`` None, ``--validation none``) every epoch runs, the
-    learning rate stays constant, and the last state is the result. With
+    learning rate follows a fixed schedule only (``lr_schedule``), and the last state is the result. With
     ``parallel`` (rank 0) the workers train alongside
     (:func:`~legcf_core.parallel_training.follow`).
     """
@@ -290,6 +291,7 @@ def fit(
     stale = 0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
+        follow_schedule(optimizer, config, epoch)
         loss = train_epoch(model, sampler, optimizer, config, on_batch, parallel)
         log = EpochLog(epoch, loss, 0.0)
         if update_every is not None and (epoch - 1) % update_every == 0:
@@ -300,12 +302,7 @@ def fit(
         decayed = False
         if valid is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             log.valid = validate(model, train, valid)
-            improved = log.valid[VALIDATION_METRIC] > best.best_valid[VALIDATION_METRIC]
-            stale, decayed = (0, False) if improved else (stale + 1, True)
-            if improved:
-                keep_best(best, model, log)
-            else:
-                decay_lr(optimizer, config.lr_decay)
+            stale, decayed = judge(best, model, log, optimizer, config, stale)
         if parallel is not None:
             parallel.decide(stale >= config.patience, decayed)
         log.seconds = time.perf_counter() - started
@@ -321,10 +318,23 @@ def fit(
     return best
 
 
-def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
-    """Scale every parameter group's learning rate (after an evaluation without improvement)."""
-    for group in optimizer.param_groups:
-        group["lr"] *= factor
+def judge(
+    best: TrainResult,
+    model: TrainableModel,
+    log: EpochLog,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    stale: int,
+) -> tuple[int, bool]:
+    """Keep the model if it beat the best on validation; else count one more stale evaluation
+    and, under the plateau schedule, decay lr. Returns the stale count and whether lr decayed."""
+    if log.valid[VALIDATION_METRIC] > best.best_valid[VALIDATION_METRIC]:
+        keep_best(best, model, log)
+        return 0, False
+    decays = config.lr_schedule == "plateau"
+    if decays:
+        decay_lr(optimizer, config.lr_decay)
+    return stale + 1, decays
 
 
 def keep_best(best: TrainResult, model: TrainableModel, log: EpochLog) -> None:
@@ -356,6 +366,7 @@ def prune(
     best, stale = -1.0, 0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
+        follow_schedule(optimizer, config, epoch)
         log = EpochLog(epoch, train_epoch(model, sampler, optimizer, config, on_batch, parallel), 0.0)
         log.nonzeros = model.stored_params()
         if valid is not None and (epoch % config.eval_every == 0 or log.nonzeros <= budget):

@@ -216,7 +216,9 @@ def test_assignment_update_on_concatenated_layers(backbone):
     model = PropagationModel(
         CodebookLayer(codebook, assignment, 2),
         backbone(3, 2, seed=1),
-        bipartite_adjacency(train), n_users, CPU
+        bipartite_adjacency(train),
+        n_users,
+        CPU,
     )
     h = model.entity_embeddings()
     assert h.shape == (train.shape[0] + train.shape[1], 3 * 3)

@@ -11,6 +11,7 @@ import pytest
 from helpers import (
     TRAIN_OPTS,
     assert_clean_error,
+    copy_run,
     invoke,
     invoke_ok,
     read_manifest,
@@ -183,6 +184,7 @@ def test_validation_none_trains_fixed_epochs_and_keeps_the_last(tmp_path, demo_p
     assert "keeps its last model (epoch 2)" in refined.stderr
     manifest = read_manifest(run)
     pretrain, refine = manifest["stages"]["pretrain"], manifest["stages"]["refine"]
+    assert pretrain["config"]["lr_schedule"] == "plateau"  # constant lr without validation
     assert pretrain["metrics"]["best_epoch"] == 3 and pretrain["metrics"]["ndcg@20"] is None
     assert [row["ndcg@20"] for row in pretrain["history"]] == [None, None, None]
     assert refine["kept"] == "refine" and refine["improved"] is None and refine["metrics"]["best_epoch"] == 2
@@ -252,3 +254,12 @@ def test_compare_tables_show_a_dash_without_validation():
     experiment = SETS["table2"][0]
     # runs under another protocol get their own directories, so results never mix
     assert run_name(experiment, 1, Overrides(validation="none")) != run_name(experiment, 1, NO_OVERRIDES)
+
+
+def test_a_cosine_schedule_is_recorded_and_a_bad_one_refused(tmp_path, partitioned_run):
+    run = copy_run(partitioned_run, tmp_path / "run")
+    before = snapshot(run)
+    assert invoke("pretrain", run, "--lr-schedule", "linear", *TRAIN_OPTS).exit_code == 2
+    assert snapshot(run) == before
+    invoke_ok("pretrain", run, "--epochs", "2", "--lr-schedule", "cosine", *TRAIN_OPTS)
+    assert read_manifest(run)["stages"]["pretrain"]["config"]["lr_schedule"] == "cosine"

@@ -14,6 +14,7 @@ from legcf_core.graph import bipartite_adjacency
 from legcf_core.layers.codebook import OperatorModel
 from legcf_core.partition import initial_assignment, random_partition
 from legcf_core.runtime import resolve_device
+from legcf_core.schedule import scheduled_lr
 from legcf_core.training import NegativeSampler, TrainConfig, batch_count, fit, validate
 
 CPU = torch.device("cpu")
@@ -91,6 +92,26 @@ def test_update_every_m_epochs():
     result = fit(model, train, valid, config, update_every=2)
     # Algorithm 1: update when epoch_index mod m == 0, epoch_index counting from 0.
     assert [log.updated for log in result.history] == [True, False, True, False, True]
+
+
+def test_cosine_schedule_falls_from_lr_towards_zero():
+    config = TrainConfig(epochs=10, lr=0.05, lr_schedule="cosine")
+    rates = [scheduled_lr(config, epoch) for epoch in range(1, 11)]
+    assert rates[0] == 0.05 and rates[5] == pytest.approx(0.025)
+    assert all(a > b > 0 for a, b in zip(rates, rates[1:], strict=False))
+    assert scheduled_lr(TrainConfig(epochs=10, lr=0.05), 5) is None  # plateau: validation moves it
+
+
+def test_a_fixed_schedule_changes_training_without_validation():
+    train, _ = toy_problem(6)
+    finals = {}
+    for schedule in ("plateau", "cosine"):
+        for epochs in (1, 3):
+            model = toy_model(train)
+            config = TrainConfig(epochs=epochs, batch_size=64, lr=0.05, seed=1, lr_schedule=schedule)
+            finals[schedule, epochs] = fit(model, train, None, config).best_state["codebook"]
+    assert torch.equal(finals["plateau", 1], finals["cosine", 1])  # the first epoch runs at lr
+    assert not torch.allclose(finals["plateau", 3], finals["cosine", 3])  # later ones slower
 
 
 def test_divergence_is_a_training_error():

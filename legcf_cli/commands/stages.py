@@ -39,6 +39,7 @@ from legcf_cli.options import (
     LayersOpt,
     LrDecayOpt,
     LrOpt,
+    LrScheduleOpt,
     MinRatingOpt,
     ModelOpt,
     NegOpt,
@@ -105,6 +106,7 @@ def training(
     eval_every: int,
     lr_decay: float,
     seed: int,
+    lr_schedule: str = TrainConfig.lr_schedule,
 ) -> TrainConfig:
     """The training options shared by pretrain, refine and run."""
     return TrainConfig(
@@ -117,6 +119,7 @@ def training(
         eval_every=eval_every,
         lr_decay=lr_decay,
         seed=seed,
+        lr_schedule=lr_schedule,
     )
 
 
@@ -197,6 +200,7 @@ def pretrain(
     patience: PatienceOpt = TRAIN.patience,
     eval_every: EvalEveryOpt = TRAIN.eval_every,
     lr_decay: LrDecayOpt = TRAIN.lr_decay,
+    lr_schedule: LrScheduleOpt = TRAIN.lr_schedule,
     embedding: EmbeddingOpt = PRETRAIN.embedding,
     backbone: BackboneOpt = PRETRAIN.backbone,
     budget: BudgetOpt = None,
@@ -206,7 +210,9 @@ def pretrain(
     """Learn the embedding layer (LEGCF: the codebook with S fixed; PEP: prune to the budget);
     keep the best on validation NDCG@20."""
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
-    train = training(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed)
+    train = training(
+        epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed, lr_schedule.value
+    )
     config = PretrainConfig(dim, layers, train, embedding.value, backbone.value, budget)
     config.check()
     core = engine.stages()
@@ -227,6 +233,7 @@ def refine(
     patience: PatienceOpt = REFINE.train.patience,
     eval_every: EvalEveryOpt = REFINE.train.eval_every,
     lr_decay: LrDecayOpt = REFINE.train.lr_decay,
+    lr_schedule: LrScheduleOpt = REFINE.train.lr_schedule,
     seed: SeedOpt = REFINE.train.seed,
     device: DeviceOpt = AUTO,
 ) -> None:
@@ -236,7 +243,9 @@ def refine(
     run = engine.run_dir(run_dir)
     with engine.training_device(device) as chosen:  # only rank 0 goes on: workers need no run directory
         lr, batch_size = lr_and_batch(*core.trained_layer(run), lr, batch_size)
-        train = training(epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed)
+        train = training(
+            epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed, lr_schedule.value
+        )
         config = RefineConfig(update_every, train)
         config.check()
         with open_reporter(ctx) as reporter:
@@ -358,6 +367,7 @@ def run(
     eval_every: EvalEveryOpt = TRAIN.eval_every,
     lr_decay: LrDecayOpt = TRAIN.lr_decay,
     refine_lr_decay: RefineLrDecayOpt = REFINE.train.lr_decay,
+    lr_schedule: LrScheduleOpt = TRAIN.lr_schedule,
     seed: SeedOpt = PARTITION.seed,
     test_fraction: TestFractionOpt = PREPARE.test_fraction,
     split: HoldoutOpt = PREPARE.split,
@@ -376,9 +386,10 @@ def run(
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
     shared, sizing = (batch_size, negatives, lr, l2, patience, eval_every), (compression, budget, dim)
     partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed, *sizing)
-    pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed)
+    pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed, lr_schedule.value)
     pretrain_config = PretrainConfig(dim, layers, pretrain_train, embedding.value, backbone.value, budget)
-    refine_config = RefineConfig(update_every, training(refine_epochs, *shared, refine_lr_decay, seed))
+    refine_train = training(refine_epochs, *shared, refine_lr_decay, seed, lr_schedule.value)
+    refine_config = RefineConfig(update_every, refine_train)
     prepare_config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
     for config in (prepare_config, partition_config, pretrain_config, refine_config):
         config.check()
