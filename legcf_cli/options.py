@@ -22,6 +22,7 @@ from legcf_core.config import (
     MAX_LAYERS,
     MAX_SEED,
     MODEL_CHOICES,
+    SOLVERS,
     SPLIT_METHODS,
     SPLITS,
     VALIDATIONS,
@@ -40,6 +41,7 @@ Backbone = _choices("Backbone", list(BACKBONES))
 Init = _choices("Init", INITS)
 Split = _choices("Split", SPLITS)
 LrSchedule = _choices("LrSchedule", LR_SCHEDULES)
+Solver = _choices("Solver", SOLVERS)
 SplitMethod = _choices("SplitMethod", SPLIT_METHODS)
 Validation = _choices("Validation", VALIDATIONS)
 Model = _choices("Model", MODEL_CHOICES)
@@ -96,6 +98,7 @@ FLAG_NAMES = {
     "lr_decay": "--lr-decay",
     "lr_schedule": "--lr-schedule",
     "update_every": "--update-every",
+    "solver": "--solver",
     "split": "--split",
     "k": "--k",
     "ks": "--k",
@@ -269,6 +272,14 @@ BudgetOpt = Annotated[
 ]
 UpdateOpt = Annotated[
     int, typer.Option("--update-every", "-m", min=1, help="m: epochs between assignment updates.")
+]
+SolverOpt = Annotated[
+    Solver,
+    typer.Option(
+        "--solver",
+        help="How an assignment update solves S: pinv (the paper's top-t of H_full pinv(H_meta), "
+        "rows summing to 1) or pursuit (t meta-embeddings by matching pursuit, least-squares weights).",
+    ),
 ]
 
 # ------------------------------------------------------------- training

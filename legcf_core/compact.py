@@ -28,6 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
+from legcf_core.assignment import fit_codes
 from legcf_core.config import DTYPES
 from legcf_core.errors import ConfigError
 from legcf_core.packing import narrow_uints, read_uints
@@ -66,36 +67,6 @@ def assignment_columns(assignment: sp.csr_matrix, per_entity: int) -> tuple[np.n
     rows = np.repeat(np.arange(n), counts)
     columns[rows, slot] = assignment.indices
     weights[rows, slot] = assignment.data
-    return columns, weights
-
-
-def fit_codes(
-    h_full: torch.Tensor, h_meta: torch.Tensor, codes: int, block_rows: int = 8192
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each row of H_full as ``codes`` rows of H_meta with least-squares weights (greedy OMP).
-
-    Step k picks the meta-embedding most correlated with what the first k - 1
-    leave unexplained, then re-solves all k weights; row blocks keep memory at
-    O(block c).
-    """
-    h_full, h_meta = h_full.double(), h_meta.double()
-    norms = h_meta.norm(dim=1).clamp_min(1e-12)
-    n = h_full.shape[0]
-    columns = np.empty((n, codes), dtype=np.int64)
-    weights = np.empty((n, codes), dtype=np.float32)
-    for start in range(0, n, block_rows):
-        target = h_full[start : start + block_rows]
-        chosen = torch.empty((target.shape[0], 0), dtype=torch.long)
-        residual, w = target, None
-        for k in range(codes):
-            pick = ((residual @ h_meta.T).abs() / norms).scatter(1, chosen, -1.0).argmax(dim=1)
-            chosen = torch.cat([chosen, pick[:, None]], dim=1)
-            basis = h_meta[chosen]  # rows x k x d
-            gram = basis @ basis.transpose(1, 2) + 1e-9 * torch.eye(k + 1, dtype=basis.dtype)
-            w = torch.linalg.solve(gram, basis @ target.unsqueeze(2)).squeeze(2)
-            residual = target - (w.unsqueeze(2) * basis).sum(1)
-        columns[start : start + block_rows] = chosen.numpy()
-        weights[start : start + block_rows] = w.float().numpy()
     return columns, weights
 
 

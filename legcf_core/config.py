@@ -29,6 +29,9 @@ LR_SCHEDULES = ("plateau", "cosine")
 # Without -c, c is sized to the data: full table over LEGCF at least this (the paper's Gowalla
 # ratio, 9,067,392 / 205,678 = 44.09); see legcf_core.sizing.
 DEFAULT_COMPRESSION = 44.0
+# How an assignment update solves S: the paper's pinv closed form, or matching pursuit
+# (legcf_core.assignment).
+SOLVERS = ("pinv", "pursuit")
 MODEL_CHOICES = ("auto", "pretrain", "refine")  # which trained model a command reads
 VALIDATION_METRIC = "ndcg@20"
 DEFAULT_KS = (10, 20)
@@ -236,10 +239,13 @@ class RefineConfig:
 
     update_every: int = 1  # m
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr_decay=1.0))
+    solver: str = "pinv"  # a name in SOLVERS
 
     def check(self) -> None:
         self.train.check()
         check_int("update_every", self.update_every, 1)
+        if self.solver not in SOLVERS:
+            raise ConfigError("solver", f"{self.solver!r} is unknown; expected {' or '.join(SOLVERS)}")
 
 
 def check_model_choice(which: str) -> None:

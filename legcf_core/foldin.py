@@ -5,7 +5,7 @@ propagation would send it, h_u = sum_i h_i / sqrt(d_i) (the 1/sqrt(d_u) and
 layer weights only scale the row, which ranking ignores). A new item gets the
 same from the users who interacted with it, once they are placed. In a
 compact model with meta-embeddings, each new row is then written as t of them
-with least-squares weights (:func:`legcf_core.compact.fit_codes`), as the
+with least-squares weights (:func:`legcf_core.assignment.fit_codes`), as the
 compact form writes every entity.
 """
 

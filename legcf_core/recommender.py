@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from legcf_core.compact import fit_codes
+from legcf_core.assignment import fit_codes
 from legcf_core.errors import ConfigError
 from legcf_core.tokens import id_index, id_key, is_tokens
 
@@ -157,7 +157,7 @@ def _indices(kind: str, index: dict[object, int], ids: Sequence[object], tokens:
 
 def assign_rows(h: torch.Tensor, meta_rows: torch.Tensor, per_entity: int) -> torch.Tensor:
     """Rows w H_meta[columns] fitted to ``h``: ``per_entity`` meta rows a row, least-squares weights
-    (:func:`legcf_core.compact.fit_codes`, the fit the compact form gives every entity)."""
+    (:func:`legcf_core.assignment.fit_codes`, the fit the compact form gives every entity)."""
     columns, weights = fit_codes(h.cpu(), meta_rows.cpu(), per_entity)
     mixed = torch.from_numpy(weights).to(meta_rows.device)[:, :, None] * meta_rows[torch.from_numpy(columns)]
     return mixed.sum(1)

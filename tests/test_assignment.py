@@ -1,5 +1,6 @@
-"""The closed-form assignment update S <- top-t(H_full pinv(H_meta)) (Eq. 14-16),
-with negative weights clipped and rows renormalized to sum 1."""
+"""The assignment update: the closed form S <- top-t(H_full pinv(H_meta)) (Eq. 14-16),
+with negative weights clipped and rows renormalized to sum 1, and matching pursuit
+(``--solver pursuit``), with least-squares weights clipped at 0."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from helpers import operator_model
+from helpers import TRAIN_OPTS, copy_run, invoke, invoke_ok, operator_model, read_manifest, snapshot
 
+from legcf_core.artifacts import read_tensors
 from legcf_core.assignment import update_assignment
 from legcf_core.graph import bipartite_adjacency
 
@@ -190,3 +192,67 @@ def test_model_update_matches_slow_reference():
         np.testing.assert_allclose(
             model.entity_embeddings().numpy(), fresh.entity_embeddings().numpy(), rtol=1e-6, atol=1e-7
         )
+
+
+def _solve(h_full: np.ndarray, h_meta: np.ndarray, t: int, solver: str, previous: sp.csr_matrix):
+    return update_assignment(
+        torch.from_numpy(h_full.astype(np.float32)),
+        torch.from_numpy(h_meta.astype(np.float32)),
+        previous,
+        t,
+        solver,
+        block_rows=16,
+    )
+
+
+def test_pursuit_recovers_planted_codes_at_their_scale():
+    rng = np.random.default_rng(7)
+    n, c, d, t = 50, 12, 16, 2
+    s_star = planted_assignment(n, c, t, rng) * rng.uniform(0.5, 3.0, size=(n, 1))  # rows not summing to 1
+    h_meta = rng.normal(size=(c, d))
+    previous = some_previous(n, c, t, seed=3)
+    updated, kept = _solve(s_star @ h_meta, h_meta, t, "pursuit", previous)
+    assert kept == 0 and np.all(np.diff(updated.indptr) == t)
+    np.testing.assert_allclose(updated.toarray(), s_star, atol=1e-4)
+    by_pinv, _ = _solve(s_star @ h_meta, h_meta, t, "pinv", previous)
+    assert not np.allclose(by_pinv.toarray(), s_star, atol=1e-2)  # pinv's rows are made to sum 1
+
+
+def test_pursuit_rebuilds_a_wide_codebook_closer_than_pinv():
+    # c > d, as in every real run (c = 500, d = 128): the pseudo-inverse spreads each row over
+    # all c meta-embeddings, and its top t rebuild the row far worse than t fitted together.
+    rng = np.random.default_rng(8)
+    n, c, d, t = 200, 40, 16, 2
+    h_meta = rng.normal(size=(c, d))
+    h_full = planted_assignment(n, c, t, rng) @ h_meta + 0.05 * rng.normal(size=(n, d))
+    previous = some_previous(n, c, t, seed=4)
+    errors = {}
+    for solver in ("pinv", "pursuit"):
+        updated, _ = _solve(h_full, h_meta, t, solver, previous)
+        errors[solver] = np.linalg.norm(updated @ h_meta - h_full) / np.linalg.norm(h_full)
+    assert errors["pursuit"] < 0.5 * errors["pinv"], errors
+
+
+def test_pursuit_keeps_rows_whose_weights_are_all_negative():
+    rng = np.random.default_rng(9)
+    h_meta = well_conditioned(4, 6, rng)
+    h_full = np.stack([-h_meta[0], 0.7 * h_meta[2]])  # row 0 is only reached by a negative weight
+    previous = sp.csr_matrix(np.array([[0, 1.0, 0, 0], [0, 0, 0, 1.0]], dtype=np.float32))
+    updated, kept = _solve(h_full, h_meta, 1, "pursuit", previous)
+    assert kept == 1
+    assert as_rows(updated)[0] == {1: 1.0}
+    assert as_rows(updated)[1] == {2: pytest.approx(0.7, abs=1e-5)}
+
+
+def test_refine_with_pursuit_records_it_and_keeps_s_sparse_and_nonnegative(tmp_path, trained_run):
+    run = copy_run(trained_run, tmp_path / "run")
+    before = snapshot(run)
+    assert invoke("refine", run, "--solver", "lstsq", *TRAIN_OPTS).exit_code == 2
+    assert snapshot(run) == before
+    invoke_ok("refine", run, "--solver", "pursuit", "--epochs", "2", *TRAIN_OPTS)
+    entry = read_manifest(run)["stages"]["refine"]
+    assert entry["config"]["solver"] == "pursuit" and entry["rows_kept_at_update"][0] >= 0
+    arrays = read_tensors(run / "refine.safetensors")[0]
+    s = sp.csr_matrix((arrays["assignment.data"], arrays["assignment.indices"], arrays["assignment.indptr"]))
+    per_entity = int(read_tensors(run / "refine.safetensors")[1]["per_entity"])
+    assert np.diff(s.indptr).max() <= per_entity and s.data.min() >= 0

@@ -11,10 +11,10 @@ from helpers import TRAIN_OPTS, copy_run, invoke_ok
 
 import legcf_core
 from legcf_core.artifacts import RunDir, read_tensors
+from legcf_core.assignment import fit_codes
 from legcf_core.compact import (
     CompactForm,
     assignment_columns,
-    fit_codes,
     form_arrays,
     form_from_arrays,
 )

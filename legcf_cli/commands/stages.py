@@ -57,6 +57,7 @@ from legcf_cli.options import (
     SeenOpt,
     SizingBudgetOpt,
     SizingDimOpt,
+    SolverOpt,
     SplitOpt,
     TestFractionOpt,
     TimeColOpt,
@@ -225,6 +226,7 @@ def refine(
     ctx: typer.Context,
     run_dir: RunDirArg,
     update_every: UpdateOpt = REFINE.update_every,
+    solver: SolverOpt = REFINE.solver,
     epochs: EpochsOpt = REFINE.train.epochs,
     batch_size: BatchOpt = None,
     negatives: NegOpt = REFINE.train.negatives,
@@ -246,7 +248,7 @@ def refine(
         train = training(
             epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed, lr_schedule.value
         )
-        config = RefineConfig(update_every, train)
+        config = RefineConfig(update_every, train, solver.value)
         config.check()
         with open_reporter(ctx) as reporter:
             metrics = core.refine(run, config, chosen, reporter)
@@ -357,6 +359,7 @@ def run(
     backbone: BackboneOpt = PRETRAIN.backbone,
     budget: BudgetOpt = None,
     update_every: UpdateOpt = REFINE.update_every,
+    solver: SolverOpt = REFINE.solver,
     pretrain_epochs: PretrainEpochsOpt = TRAIN.epochs,
     refine_epochs: RefineEpochsOpt = REFINE.train.epochs,
     batch_size: BatchOpt = None,
@@ -389,16 +392,13 @@ def run(
     pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed, lr_schedule.value)
     pretrain_config = PretrainConfig(dim, layers, pretrain_train, embedding.value, backbone.value, budget)
     refine_train = training(refine_epochs, *shared, refine_lr_decay, seed, lr_schedule.value)
-    refine_config = RefineConfig(update_every, refine_train)
+    refine_config = RefineConfig(update_every, refine_train, solver.value)
     prepare_config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
-    for config in (prepare_config, partition_config, pretrain_config, refine_config):
-        config.check()
     read = reading(user_col, item_col, rating_col, time_col, min_rating)
-    core = engine.stages()
+    options = {"protocol": prepare_config, "read": read}  # run_all checks every config before writing
     with engine.training_device(device) as chosen, open_reporter(ctx) as reporter:
         run, stages = engine.run_dir(run_dir), (partition_config, pretrain_config, refine_config)
-        options = {"protocol": prepare_config, "read": read}
-        summary = core.run_all(
+        summary = engine.stages().run_all(
             run, data or demo_dataset(), *stages, chosen, test_fraction, reporter, **options
         )
     show("legcf run: test metrics of the kept model", summary, as_json)

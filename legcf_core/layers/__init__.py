@@ -71,6 +71,7 @@ class EmbeddingLayer(torch.nn.Module, ABC):
     sized_by_budget: ClassVar[bool] = False  # its size follows a parameter budget
     refines: ClassVar[bool] = False  # has a refine stage
     updates_assignment: ClassVar[bool] = False  # refine re-solves an assignment S
+    solver: str = "pinv"  # how update_assignment re-solves S (config.SOLVERS); refine sets it
 
     # ---------------------------------------------------------------- build
 

@@ -92,9 +92,11 @@ class CodebookLayer(EmbeddingLayer):
         return OperatorModel(self, adjacency, n_users, layers, device)
 
     def update_assignment(self, outputs: torch.Tensor) -> int:
-        """S <- top-t(H_full pinv(H_meta)) (Eq. 10-11); returns rows that kept their old S."""
+        """S re-solved from H_full and H_meta by ``self.solver`` (pinv: Eq. 10-11); returns rows
+        that kept their old S."""
         n = self._assignment.shape[0]
-        updated, kept = update_assignment(outputs[:n], outputs[n:], self._assignment, self.per_entity)
+        h_full, h_meta = outputs[:n], outputs[n:]
+        updated, kept = update_assignment(h_full, h_meta, self._assignment, self.per_entity, self.solver)
         self.set_assignment(updated)
         return kept
 

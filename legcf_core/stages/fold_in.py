@@ -15,7 +15,8 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.compact import CompactForm, fit_codes, form_arrays
+from legcf_core.assignment import fit_codes
+from legcf_core.compact import CompactForm, form_arrays
 from legcf_core.errors import ArtifactError
 from legcf_core.foldin import NewInteractions, fold_in_rows, split_new
 from legcf_core.packing import narrow_uints

@@ -32,6 +32,7 @@ def refine(
         pretrained, meta, pretrain_entry = load_trained(run, "pretrain", data.n_entities)
         model = refine_start(pretrained)
         start_layer = model.layer
+        start_layer.solver = config.solver
         pretrain_valid = {
             k: v for k, v in pretrain_entry["metrics"].items() if k not in ("best_epoch", "params")
         }
@@ -55,6 +56,7 @@ def refine(
             "refine",
             config={
                 "update_every": config.update_every,
+                "solver": config.solver,
                 **asdict(config.train),
                 "device": str(device),
                 "validation": data.validation,
