@@ -95,6 +95,7 @@ FLAG_NAMES = {
     "l2": "--l2",
     "patience": "--patience",
     "eval_every": "--eval-every",
+    "eval_users": "--eval-users",
     "lr_decay": "--lr-decay",
     "lr_schedule": "--lr-schedule",
     "update_every": "--update-every",
@@ -308,6 +309,15 @@ PatienceOpt = Annotated[
     int, typer.Option("--patience", min=1, help="Stop after this many evaluations without improvement.")
 ]
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=1, help="Epochs between validation runs.")]
+EvalUsersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--eval-users",
+        min=1,
+        help="Score a sample of this many users (drawn with --seed, the same each time) instead of all: "
+        "ranking every item for every user is slow on large graphs. Default: all users.",
+    ),
+]
 LrDecayOpt = Annotated[
     float,
     typer.Option(

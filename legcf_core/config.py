@@ -197,10 +197,13 @@ class TrainConfig:
     lr_decay: float = 0.5  # multiply lr by this after an evaluation without improvement
     seed: int = 2024
     lr_schedule: str = "plateau"  # a name in LR_SCHEDULES
+    eval_users: int | None = None  # validate on a seeded sample of this many users; None: all
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "negatives", "patience", "eval_every"):
             check_int(name, getattr(self, name), 1)
+        if self.eval_users is not None:
+            check_int("eval_users", self.eval_users, 1)
         if _finite("lr", self.lr) <= 0:
             raise ConfigError("lr", f"must be a finite number > 0, got {self.lr}")
         if _finite("l2", self.l2) < 0:

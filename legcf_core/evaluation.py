@@ -79,27 +79,53 @@ def rank_block(user_emb: torch.Tensor, item_emb: torch.Tensor, exclude: sp.csr_m
     return torch.topk(scores, k, dim=1).indices.cpu().numpy()
 
 
+SCORE_BLOCK = 2**26
+"""Scores one evaluation block may hold (256 MB of float32): 1,024 users up to 65,536 items, fewer
+users on larger catalogues, so memory stays flat however many items there are."""
+
+
+def users_per_block(n_items: int) -> int:
+    """Users ranked at once: 1,024, or fewer so that a block's scores stay within SCORE_BLOCK."""
+    return max(1, min(1024, SCORE_BLOCK // max(n_items, 1)))
+
+
+def scored_users(truth: sp.csr_matrix, sample: int | None = None, seed: int = 0) -> np.ndarray:
+    """The users with held-out items, or a seeded sample of ``sample`` of them (all of them if
+    there are no more): on a large graph a sample keeps ranking every item affordable."""
+    users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    if sample is None or sample >= users.size:
+        return users
+    chosen = np.random.default_rng(seed).choice(users.size, size=sample, replace=False)
+    return users[np.sort(chosen)]
+
+
 def evaluate(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
     train: sp.csr_matrix,
     truth: sp.csr_matrix,
     ks: Sequence[int] = DEFAULT_KS,
-    block_users: int = 1024,
+    block_users: int | None = None,
     on_block: Callable[[int], None] | None = None,
     per_user: dict[str, np.ndarray] | None = None,
+    users: np.ndarray | None = None,
+    rows_of_users: bool = False,
 ) -> dict[str, float]:
-    """Mean metrics over users with held-out items; ``on_block(n)`` reports progress. Given a
-    dict, ``per_user`` receives each scored user's index (``"user"``) and metric values."""
+    """Mean metrics over ``users`` (default: all with held-out items, :func:`scored_users`);
+    with ``rows_of_users`` ``user_emb`` holds only their rows, in order. ``on_block(n)``
+    reports progress. Given a dict, ``per_user`` receives each scored user's index
+    (``"user"``) and metric values."""
     n_relevant_all = np.diff(truth.indptr)
-    users = np.flatnonzero(n_relevant_all > 0)
+    users = scored_users(truth) if users is None else users
     k_max = min(max(ks), item_emb.shape[0])
+    block_size = block_users or users_per_block(item_emb.shape[0])
     rows: dict[str, list[np.ndarray]] = {name: [] for name in metric_names(ks)}
     truth_keys = pair_keys(truth)
     with torch.no_grad():
-        for start in range(0, users.size, block_users):
-            block = users[start : start + block_users]
-            index = torch.from_numpy(block).to(user_emb.device)
+        for start in range(0, users.size, block_size):
+            block = users[start : start + block_size]
+            positions = np.arange(start, start + block.size) if rows_of_users else block
+            index = torch.from_numpy(positions).to(user_emb.device)
             top = rank_block(user_emb.index_select(0, index), item_emb, train[block], k_max)
             hits = hit_matrix(top, truth_keys, block, truth.shape[1])
             if hits.shape[1] < max(ks):

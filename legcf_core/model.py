@@ -11,7 +11,7 @@ layer and backbone; a layer may offer a faster model of its own
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,16 +135,26 @@ def stored_model_from_arrays(
     return StoredModel(layer, backbone, backbone_name, dim, layers, seed)
 
 
-def trainable(model: StoredModel, train: sp.csr_matrix, n_users: int, device: torch.device):
+def trainable(
+    model: StoredModel,
+    train: sp.csr_matrix,
+    n_users: int,
+    device: torch.device,
+    note: Callable[[str], None] | None = None,
+):
     """The stored model on ``device`` over the training graph, ready to train or score.
 
     The layer's own faster model is used where it offers one; everything else
-    propagates explicitly. Both compute the same H, gradients and update.
+    propagates explicitly, and ``note`` hears why where the faster model did not pay.
+    Both compute the same H, gradients and update.
     """
     adjacency = bipartite_adjacency(train)
     fast = model.layer.operator_model(adjacency, n_users, model.backbone, device)
     if fast is not None:
         return fast
+    reason = model.layer.propagation_note(adjacency, model.backbone)
+    if reason is not None and note is not None:
+        note(reason)
     return PropagationModel(model.layer, model.backbone, adjacency, n_users, device)
 
 
@@ -206,6 +216,14 @@ class PropagationModel:
         weights = torch.from_numpy(counts[present].astype(np.float32)).to(self.device)
         l2 = (weights * x0.index_select(0, rows).pow(2).sum(1)).sum()
         return h[: self.n_entities], l2
+
+    def row_outputs(self, rows: np.ndarray, counts: np.ndarray) -> None:
+        """None: explicit propagation computes every row at once (:meth:`outputs`)."""
+        return None
+
+    def entity_rows(self, rows: np.ndarray) -> None:
+        """None: explicit propagation computes every row at once (:meth:`entity_embeddings`)."""
+        return None
 
     def entity_embeddings(self) -> torch.Tensor:
         return self.propagate()[1][: self.n_entities]

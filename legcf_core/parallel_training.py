@@ -15,16 +15,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from legcf_core.bpr import batch_objective
 from legcf_core.config import TrainConfig
 from legcf_core.distributed import Group
 from legcf_core.schedule import decay_lr, follow_schedule
-from legcf_core.training import (
-    NegativeSampler,
-    TrainableModel,
-    batch_bpr,
-    batch_counts,
-    train_epoch,
-)
+from legcf_core.training import NegativeSampler, TrainableModel, train_epoch
 
 
 def parallel_step(
@@ -44,13 +39,7 @@ def parallel_step(
     optimizer.zero_grad(set_to_none=True)
     value = 0.0
     if users.size:
-        n_users, device = model.n_users, model.device
-        counts = batch_counts(model.n_entities, n_users, users, items, negatives)
-        u, i = torch.from_numpy(users).to(device), torch.from_numpy(items + n_users).to(device)
-        j = torch.from_numpy(negatives + n_users).to(device)
-        h, l2 = model.outputs(counts)
-        mean = batch_bpr(h, u, i, j) + l2 * (config.l2 / (2 * users.size))
-        objective = mean * (users.size / batch[0].size)
+        objective = batch_objective(model, users, items, negatives, config.l2) * (users.size / batch[0].size)
         objective.backward()
         value = float(objective.detach())
     total = parallel.sum_gradients(model.parameters(), value, users.size)

@@ -27,10 +27,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from legcf_core.bpr import batch_objective
 from legcf_core.config import VALIDATION_METRIC, TrainConfig
 from legcf_core.errors import TrainingError
-from legcf_core.evaluation import evaluate
-from legcf_core.propagation import csr_tensor
+from legcf_core.evaluation import evaluate, scored_users
 from legcf_core.schedule import decay_lr, follow_schedule
 
 if TYPE_CHECKING:
@@ -51,6 +51,12 @@ class TrainableModel(Protocol):
 
     def outputs(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Propagated entity rows H and the L2 sum over layer-0 rows weighted by ``counts``."""
+
+    def row_outputs(self, rows: np.ndarray, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """H at ``rows`` only and the L2 sum, where the model can compute rows alone; else None."""
+
+    def entity_rows(self, rows: np.ndarray) -> torch.Tensor | None:
+        """H at ``rows`` only, where the model can compute rows alone; else None."""
 
     def entity_embeddings(self) -> torch.Tensor: ...
 
@@ -134,74 +140,6 @@ class NegativeSampler:
         return found.reshape(keys.shape)
 
 
-class _BatchBPR(torch.autograd.Function):
-    """BPR loss of one batch from the rows of H, with a hand-written backward.
-
-    Autograd through the gathers allocates several half-million-row
-    temporaries per step and scatters with index_add. Here every gradient
-    row is a weighted sum of two small B x d matrices, [dL/dh_u; h_u], so
-    dL/dH is one sparse (N x 2B) by dense (2B x d) product:
-
-        dL/dh_u = sum_k g_uk h_jk - (sum_k g_uk) h_i      (rows ``users``)
-        dL/dh_i = -(sum_k g_uk) h_u                       (rows ``pos``)
-        dL/dh_jk = g_uk h_u                               (rows ``neg``)
-
-    with g = dL/d(y_uj - y_ui).
-    """
-
-    @staticmethod
-    def forward(ctx, h: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
-        b, k = neg.shape
-        h_user, h_pos = h.index_select(0, users), h.index_select(0, pos)
-        h_neg = h.index_select(0, neg.reshape(-1)).view(b, k, -1)
-        margin = torch.einsum("bd,bkd->bk", h_user, h_neg) - (h_user * h_pos).sum(1, keepdim=True)
-        ctx.save_for_backward(users, pos, neg, h_user, h_pos, h_neg, margin)
-        ctx.n_rows = h.shape[0]
-        return torch.nn.functional.softplus(margin).mean()
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        users, pos, neg, h_user, h_pos, h_neg, margin = ctx.saved_tensors
-        b, k = neg.shape
-        g = torch.sigmoid(margin) * (grad_out / (b * k))  # dL/d margin
-        g_sum = g.sum(1)
-        grad_user = torch.einsum("bk,bkd->bd", g, h_neg) - g_sum.unsqueeze(1) * h_pos
-        batch = torch.arange(b, device=users.device)
-        weights = scatter_matrix(
-            rows=torch.cat([users, pos, neg.reshape(-1)]),
-            columns=torch.cat([batch, batch + b, (batch + b).repeat_interleave(k)]),
-            values=torch.cat([torch.ones_like(g_sum), -g_sum, g.reshape(-1)]),
-            shape=(ctx.n_rows, 2 * b),
-        )
-        return torch.sparse.mm(weights, torch.cat([grad_user, h_user])), None, None, None
-
-
-def scatter_matrix(
-    rows: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
-) -> torch.Tensor:
-    """The CSR matrix with ``values`` at (``rows``, ``columns``), duplicate entries summed."""
-    keys, inverse = torch.unique(rows * shape[1] + columns, sorted=True, return_inverse=True)
-    summed = torch.zeros(keys.numel(), dtype=values.dtype, device=values.device)
-    summed.index_add_(0, inverse, values)
-    counts = torch.bincount(keys // shape[1], minlength=shape[0])
-    crow = torch.zeros(shape[0] + 1, dtype=torch.int64, device=rows.device)
-    torch.cumsum(counts, 0, out=crow[1:])
-    return csr_tensor(crow, keys % shape[1], summed, shape)
-
-
-def batch_bpr(h: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """Mean BPR loss of (users, pos, neg[b, :]) triplets over rows of H; fast backward."""
-    return _BatchBPR.apply(h, users, pos, neg)
-
-
-def batch_counts(n_entities: int, n_users: int, users, items, negatives) -> np.ndarray:
-    """How often each entity's layer-0 embedding enters the L2 term of one batch."""
-    counts = np.bincount(users, minlength=n_entities).astype(np.float64)
-    counts += np.bincount(items + n_users, minlength=n_entities)
-    counts += np.bincount(negatives.ravel() + n_users, minlength=n_entities) / negatives.shape[1]
-    return counts
-
-
 def train_epoch(
     model: TrainableModel,
     sampler: NegativeSampler,
@@ -237,27 +175,35 @@ def local_step(
     config: TrainConfig,
 ) -> float:
     """One optimizer step on a batch of (users, items, negatives) in this process; its loss."""
-    users, items, negatives = batch
-    n_users = model.n_users
-    counts = batch_counts(model.n_entities, n_users, users, items, negatives)
-    u = torch.from_numpy(users).to(model.device)
-    i = torch.from_numpy(items + n_users).to(model.device)
-    j = torch.from_numpy(negatives + n_users).to(model.device)
     optimizer.zero_grad(set_to_none=True)
-    h, l2 = model.outputs(counts)
-    objective = batch_bpr(h, u, i, j) + l2 * (config.l2 / (2 * users.size))
+    objective = batch_objective(model, *batch, config.l2)
     objective.backward()
     optimizer.step()
     return float(objective.detach())
 
 
-def validate(model: TrainableModel, train: sp.csr_matrix, valid: sp.csr_matrix | None) -> dict[str, float]:
-    """Validation metrics of the current model (full ranking); none without a validation split."""
+def validate(
+    model: TrainableModel,
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix | None,
+    sample: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Validation metrics of the current model, ranking every item; none without a validation
+    split. ``sample``: a seeded sample of that many users (``--eval-users``), the same each
+    epoch, and only their rows and the items' computed where the model can."""
     if valid is None:
         return {}
+    users = scored_users(valid, sample, seed)
+    n_users = model.n_users
     with torch.no_grad():
-        h = model.entity_embeddings()
-        return evaluate(h[: model.n_users], h[model.n_users :], train, valid)
+        h = None
+        if users.size < n_users:
+            h = model.entity_rows(np.concatenate([users, np.arange(n_users, model.n_entities)]))
+        if h is None:
+            h = model.entity_embeddings()
+            return evaluate(h[:n_users], h[n_users:], train, valid, users=users)
+        return evaluate(h[: users.size], h[users.size :], train, valid, users=users, rows_of_users=True)
 
 
 def fit(
@@ -301,7 +247,7 @@ def fit(
             log.updated = True
         decayed = False
         if valid is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            log.valid = validate(model, train, valid)
+            log.valid = validate(model, train, valid, config.eval_users, config.seed)
             stale, decayed = judge(best, model, log, optimizer, config, stale)
         if parallel is not None:
             parallel.decide(stale >= config.patience, decayed)
@@ -370,7 +316,7 @@ def prune(
         log = EpochLog(epoch, train_epoch(model, sampler, optimizer, config, on_batch, parallel), 0.0)
         log.nonzeros = model.stored_params()
         if valid is not None and (epoch % config.eval_every == 0 or log.nonzeros <= budget):
-            log.valid = validate(model, train, valid)
+            log.valid = validate(model, train, valid, config.eval_users, config.seed)
             if log.valid[VALIDATION_METRIC] > best:
                 best, stale = log.valid[VALIDATION_METRIC], 0
             else:

@@ -10,10 +10,10 @@ import scipy.sparse as sp
 import torch
 from helpers import operator_model
 
+from legcf_core.bpr import GATHER_SHARE, batch_bpr, batch_counts, batch_objective
 from legcf_core.graph import bipartite_adjacency, expanded_adjacency, normalize_symmetric
 from legcf_core.layers.codebook import l2_gram
 from legcf_core.propagation import linear_operator, to_torch_csr
-from legcf_core.training import batch_bpr, batch_counts
 
 CPU = torch.device("cpu")
 
@@ -168,6 +168,31 @@ def test_scores_and_bpr_gradients_match_explicit_propagation(layers):
     loss.backward()
     assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-5)
     np.testing.assert_allclose(model.codebook.grad.numpy(), E_ref.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_a_batch_computed_from_its_rows_alone_gives_the_whole_products_loss_and_gradient():
+    """A step that gathers only the batch's rows of P (O(batch), used on large graphs) has the
+    loss, L2 term and codebook gradient of the step through H = P E_meta whole."""
+    R, S, E = random_problem(6, n_users=40, n_items=60, c=8, d=4)
+    n_users, n = R.shape[0], R.shape[0] + R.shape[1]
+    rng = np.random.default_rng(2)
+    users, items = rng.integers(1, n_users, size=5), rng.integers(1, R.shape[1], size=5)
+    negatives = rng.integers(1, R.shape[1], size=(5, 3))
+    counts = batch_counts(n, n_users, users, items, negatives)
+    assert np.count_nonzero(counts) <= GATHER_SHARE * n  # so batch_objective gathers rows
+
+    whole = make_model(R, S, E, 2)
+    h, l2 = whole.outputs(counts)
+    index = [torch.from_numpy(x) for x in (users, items + n_users, negatives + n_users)]
+    expected = batch_bpr(h, *index) + l2 * (3e-4 / 10)
+    expected.backward()
+    gathered = make_model(R, S, E, 2)
+    loss = batch_objective(gathered, users, items, negatives, 3e-4)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    np.testing.assert_allclose(
+        gathered.codebook.grad.numpy(), whole.codebook.grad.numpy(), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_operator_is_rebuilt_when_assignment_changes():

@@ -29,6 +29,7 @@ from legcf_cli.options import (
     EmbeddingOpt,
     EpochsOpt,
     EvalEveryOpt,
+    EvalUsersOpt,
     FitRoundsOpt,
     HoldoutOpt,
     InitOpt,
@@ -108,6 +109,7 @@ def training(
     lr_decay: float,
     seed: int,
     lr_schedule: str = TrainConfig.lr_schedule,
+    eval_users: int | None = None,
 ) -> TrainConfig:
     """The training options shared by pretrain, refine and run."""
     return TrainConfig(
@@ -121,6 +123,7 @@ def training(
         lr_decay=lr_decay,
         seed=seed,
         lr_schedule=lr_schedule,
+        eval_users=eval_users,
     )
 
 
@@ -200,6 +203,7 @@ def pretrain(
     l2: L2Opt = TRAIN.l2,
     patience: PatienceOpt = TRAIN.patience,
     eval_every: EvalEveryOpt = TRAIN.eval_every,
+    eval_users: EvalUsersOpt = None,
     lr_decay: LrDecayOpt = TRAIN.lr_decay,
     lr_schedule: LrScheduleOpt = TRAIN.lr_schedule,
     embedding: EmbeddingOpt = PRETRAIN.embedding,
@@ -212,7 +216,17 @@ def pretrain(
     keep the best on validation NDCG@20."""
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
     train = training(
-        epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed, lr_schedule.value
+        epochs,
+        batch_size,
+        negatives,
+        lr,
+        l2,
+        patience,
+        eval_every,
+        lr_decay,
+        seed,
+        lr_schedule.value,
+        eval_users,
     )
     config = PretrainConfig(dim, layers, train, embedding.value, backbone.value, budget)
     config.check()
@@ -234,6 +248,7 @@ def refine(
     l2: L2Opt = REFINE.train.l2,
     patience: PatienceOpt = REFINE.train.patience,
     eval_every: EvalEveryOpt = REFINE.train.eval_every,
+    eval_users: EvalUsersOpt = None,
     lr_decay: LrDecayOpt = REFINE.train.lr_decay,
     lr_schedule: LrScheduleOpt = REFINE.train.lr_schedule,
     seed: SeedOpt = REFINE.train.seed,
@@ -246,7 +261,17 @@ def refine(
     with engine.training_device(device) as chosen:  # only rank 0 goes on: workers need no run directory
         lr, batch_size = lr_and_batch(*core.trained_layer(run), lr, batch_size)
         train = training(
-            epochs, batch_size, negatives, lr, l2, patience, eval_every, lr_decay, seed, lr_schedule.value
+            epochs,
+            batch_size,
+            negatives,
+            lr,
+            l2,
+            patience,
+            eval_every,
+            lr_decay,
+            seed,
+            lr_schedule.value,
+            eval_users,
         )
         config = RefineConfig(update_every, train, solver.value)
         config.check()
@@ -263,9 +288,12 @@ def evaluate(
     model: ModelOpt = AUTO,
     device: DeviceOpt = AUTO,
     per_user: PerUserOpt = None,
+    eval_users: EvalUsersOpt = None,
+    seed: SeedOpt = TRAIN.seed,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recall, NDCG, Precision, HitRate and MRR at each K, with full ranking over all items."""
+    """Recall, NDCG, Precision, HitRate and MRR at each K, with full ranking over all items
+    (for every user, or a seeded sample of --eval-users)."""
     core = engine.stages()
     with open_reporter(ctx) as reporter:
         result = core.evaluate_run(
@@ -276,6 +304,8 @@ def evaluate(
             engine.device(device),
             reporter,
             per_user,
+            eval_users,
+            seed,
         )
     show(f"{result['model']} on {split.value}", result, as_json)
 
@@ -368,6 +398,7 @@ def run(
     l2: L2Opt = TRAIN.l2,
     patience: PatienceOpt = TRAIN.patience,
     eval_every: EvalEveryOpt = TRAIN.eval_every,
+    eval_users: EvalUsersOpt = None,
     lr_decay: LrDecayOpt = TRAIN.lr_decay,
     refine_lr_decay: RefineLrDecayOpt = REFINE.train.lr_decay,
     lr_schedule: LrScheduleOpt = TRAIN.lr_schedule,
@@ -389,9 +420,9 @@ def run(
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
     shared, sizing = (batch_size, negatives, lr, l2, patience, eval_every), (compression, budget, dim)
     partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed, *sizing)
-    pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed, lr_schedule.value)
+    pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed, lr_schedule.value, eval_users)
     pretrain_config = PretrainConfig(dim, layers, pretrain_train, embedding.value, backbone.value, budget)
-    refine_train = training(refine_epochs, *shared, refine_lr_decay, seed, lr_schedule.value)
+    refine_train = training(refine_epochs, *shared, refine_lr_decay, seed, lr_schedule.value, eval_users)
     refine_config = RefineConfig(update_every, refine_train, solver.value)
     prepare_config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
     read = reading(user_col, item_col, rating_col, time_col, min_rating)

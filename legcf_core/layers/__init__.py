@@ -99,6 +99,11 @@ class EmbeddingLayer(torch.nn.Module, ABC):
         """A faster trainable model than explicit propagation, where one exists; else None."""
         return None
 
+    def propagation_note(self, adjacency: sp.csr_matrix, backbone: Any) -> str | None:
+        """Why this layer propagates explicitly although it has a faster model for ``backbone``
+        (said as a note); None when it does not."""
+        return None
+
     # ---------------------------------------------------------------- size
 
     @abstractmethod

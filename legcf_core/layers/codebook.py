@@ -8,6 +8,7 @@ propagating explicitly; both give the same H, gradients and update.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,16 +33,52 @@ from legcf_core.sizing import legcf_params  # noqa: F401 (the count lives with t
 
 OPERATOR_COST_RATIO = 32
 """How many sparse multiply-adds over A' cost as much as one dense one (2-core CPU, docs/design.md)."""
+OPERATOR_MEMORY_SHARE = 0.5
+"""Building P holds three (N+c) x c float32 buffers; P is used only while they fit in this share of
+the machine's memory, so a graph too large for P trains (slowly) rather than running out of memory."""
 
 
-def operator_pays(n_entities: int, codebook_size: int, layers: int, expanded_nnz: int) -> bool:
-    """Whether the dense (N+c) x c operator P beats L sparse passes over A' per training step.
+def operator_pays(
+    n_entities: int, codebook_size: int, layers: int, expanded_nnz: int, memory: int | None = None
+) -> bool:
+    """Whether the dense (N+c) x c operator P beats L sparse passes over A' per training step,
+    and its build fits in memory (:func:`operator_declined`)."""
+    return operator_declined(n_entities, codebook_size, layers, expanded_nnz, memory) is None
+
+
+def operator_declined(
+    n_entities: int, codebook_size: int, layers: int, expanded_nnz: int, memory: int | None = None
+) -> str | None:
+    """Why explicit propagation is chosen over the dense operator P; None where P pays.
 
     P's product grows with c, explicit propagation does not: on Gowalla P wins
-    at c = 500 and loses from c of about 2,500 on (and costs 4(N+c)c bytes).
+    at c = 500 and loses from c of about 2,500 on. Building P takes three
+    4(N+c)c-byte buffers, which must fit in OPERATOR_MEMORY_SHARE of ``memory``
+    (default: this machine's).
     """
-    dense = (n_entities + codebook_size) * codebook_size
-    return dense <= OPERATOR_COST_RATIO * layers * expanded_nnz
+    c = codebook_size
+    dense = (n_entities + c) * c
+    if dense > OPERATOR_COST_RATIO * layers * expanded_nnz:
+        return (
+            f"c = {c:,} is large against the graph: the dense operator P ((N+c) x c = {dense:,} entries) "
+            f"costs more per step than {layers} sparse passes over A' ({expanded_nnz:,} nonzeros); "
+            "propagating explicitly"
+        )
+    build, memory = 3 * 4 * dense, physical_memory() if memory is None else memory
+    if build > OPERATOR_MEMORY_SHARE * memory:
+        return (
+            f"building the dense operator P ((N+c) x c at c = {c:,}) takes {build / 1e9:.1f} GB, more than "
+            f"{OPERATOR_MEMORY_SHARE:.0%} of this machine's {memory / 1e9:.1f} GB; propagating explicitly"
+        )
+    return None
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (POSIX); a large figure where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62
 
 
 class CodebookLayer(EmbeddingLayer):
@@ -83,13 +120,16 @@ class CodebookLayer(EmbeddingLayer):
         return expanded_adjacency(adjacency, self._assignment)
 
     def operator_model(self, adjacency: sp.csr_matrix, n_users: int, backbone: Any, device: torch.device):
-        layers = backbone.layers
-        expanded_nnz = adjacency.nnz + 2 * self._assignment.nnz
-        if not backbone.fixed_operator or not operator_pays(
-            adjacency.shape[0], self.codebook.shape[0], layers, expanded_nnz
-        ):
+        if not backbone.fixed_operator or self.propagation_note(adjacency, backbone) is not None:
             return None
-        return OperatorModel(self, adjacency, n_users, layers, device)
+        return OperatorModel(self, adjacency, n_users, backbone.layers, device)
+
+    def propagation_note(self, adjacency: sp.csr_matrix, backbone: Any) -> str | None:
+        """On a linear backbone, why P does not pay here (:func:`operator_declined`)."""
+        if not backbone.fixed_operator:
+            return None
+        expanded_nnz = adjacency.nnz + 2 * self._assignment.nnz
+        return operator_declined(adjacency.shape[0], self.codebook.shape[0], backbone.layers, expanded_nnz)
 
     def update_assignment(self, outputs: torch.Tensor) -> int:
         """S re-solved from H_full and H_meta by ``self.solver`` (pinv: Eq. 10-11); returns rows
@@ -198,8 +238,20 @@ class OperatorModel:
 
     def outputs(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """H_full and the batch's L2 sum as tr(E^T W E), W = S^T diag(counts) S (c x c)."""
-        gram = torch.from_numpy(l2_gram(self.assignment, counts)).to(self.device, self.codebook.dtype)
-        return self.entity_embeddings(), (self.codebook * (gram @ self.codebook)).sum()
+        return self.entity_embeddings(), self._l2_sum(l2_gram(self.assignment, counts))
+
+    def row_outputs(self, rows: np.ndarray, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """H at ``rows`` only, P[rows] E_meta, and the batch's L2 sum (``counts`` is zero off
+        ``rows``): a training step then costs O(batch c d), not O(N c d)."""
+        return self.entity_rows(rows), self._l2_sum(l2_gram(self.assignment[rows], counts[rows]))
+
+    def entity_rows(self, rows: np.ndarray) -> torch.Tensor:
+        """H at ``rows`` only: P[rows] E_meta."""
+        return self.entity_operator.index_select(0, torch.from_numpy(rows).to(self.device)) @ self.codebook
+
+    def _l2_sum(self, gram: np.ndarray) -> torch.Tensor:
+        weights = torch.from_numpy(gram).to(self.device, self.codebook.dtype)
+        return (self.codebook * (weights @ self.codebook)).sum()
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"codebook": self.codebook.detach().cpu().clone()}

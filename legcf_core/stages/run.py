@@ -66,7 +66,10 @@ def run_all(
         kept = "pretrain"
         if kind.refines:
             kept = refine(run, refine_config, device, reporter)["kept"]
-        result = evaluate_run(run, "test", (10, 20), "auto", device, reporter)
+        train = pretrain_config.train  # --eval-users samples the test users as it does validation's
+        result = evaluate_run(
+            run, "test", (10, 20), "auto", device, reporter, None, train.eval_users, train.seed
+        )
         exported = export(run)
         return {
             **result,

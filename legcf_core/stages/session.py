@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from legcf_core.config import VALIDATION_METRIC, TrainConfig
@@ -48,7 +49,7 @@ class Session:
 
     def _trainable(self, layer: EmbeddingLayer):
         self.model.layer = layer
-        return trainable(self.model, self.data.train, self.data.n_users, self.device)
+        return trainable(self.model, self.data.train, self.data.n_users, self.device, self.reporter.note)
 
     def fit(self, layer: EmbeddingLayer) -> Trained:
         """BPR training with early stopping; the model keeps its best state."""
@@ -67,6 +68,7 @@ class Session:
         """:func:`~legcf_core.training.fit` with progress; installs the best state in the model.
         Launched by torchrun, the other ranks train alongside (:mod:`legcf_core.distributed`)."""
         model = self._trainable(layer)
+        self.note_sample()
         parallel = begin_job(self.model, self.data.train, self.config, update_every)
         with _Progress(self.reporter, self.label, self.config, self.data.train.nnz) as progress:
             result = fit(
@@ -106,8 +108,22 @@ class Session:
             layer, {}, history[-1].epoch, history, {"thresholds_reached_budget": reached, **self.processes}
         )
 
+    def note_sample(self) -> None:
+        """Say so when validation scores a sample of users (``--eval-users``), not all of them."""
+        sample = self.config.eval_users
+        if self.valid is None or sample is None:
+            return
+        everyone = int((np.diff(self.valid.indptr) > 0).sum())
+        if sample < everyone:
+            self.reporter.note(
+                f"{self.label} validates on a seeded sample of {sample:,} of the {everyone:,} users "
+                f"with validation items (--eval-users, seed {self.config.seed}), the same each epoch"
+            )
+
     def validate(self, layer: EmbeddingLayer) -> dict[str, float]:
-        return validate(self._trainable(layer), self.data.train, self.valid)
+        return validate(
+            self._trainable(layer), self.data.train, self.valid, self.config.eval_users, self.config.seed
+        )
 
 
 class _Progress:
