@@ -89,13 +89,22 @@ def scatter_matrix(
     rows: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
 ) -> torch.Tensor:
     """The CSR matrix with ``values`` at (``rows``, ``columns``), duplicate entries summed."""
-    keys, inverse = torch.unique(rows * shape[1] + columns, sorted=True, return_inverse=True)
+    keys, inverse = sorted_unique(rows * shape[1] + columns)
     summed = torch.zeros(keys.numel(), dtype=values.dtype, device=values.device)
     summed.index_add_(0, inverse, values)
     counts = torch.bincount(keys // shape[1], minlength=shape[0])
     crow = torch.zeros(shape[0] + 1, dtype=torch.int64, device=rows.device)
     torch.cumsum(counts, 0, out=crow[1:])
     return csr_tensor(crow, keys % shape[1], summed, shape)
+
+
+def sorted_unique(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.unique(sorted=True, return_inverse=True); on the CPU through numpy, whose sort is
+    about 10x faster there (the same keys and inverse, so the same matrix to the bit)."""
+    if keys.device.type != "cpu":
+        return torch.unique(keys, sorted=True, return_inverse=True)
+    unique, inverse = np.unique(keys.numpy(), return_inverse=True)
+    return torch.from_numpy(unique), torch.from_numpy(inverse.reshape(-1))
 
 
 def batch_bpr(h: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,6 +35,8 @@ from legcf_core.schedule import decay_lr, follow_schedule
 
 if TYPE_CHECKING:
     from legcf_core.distributed import Group
+
+T = TypeVar("T")
 
 
 class TrainableModel(Protocol):
@@ -81,6 +83,15 @@ class EpochLog:
     updated: bool = False
     kept_rows: int = 0
     nonzeros: int | None = None  # PEP pruning: entries still above the threshold
+    train_seconds: float | None = None  # the epoch's parts: BPR steps, assignment update, validation
+    update_seconds: float | None = None
+    valid_seconds: float | None = None
+
+
+def timed(work: Callable[[], T]) -> tuple[T, float]:
+    """``work()``'s result and the seconds it took (each phase of an epoch, for the manifest)."""
+    started = time.perf_counter()
+    return work(), time.perf_counter() - started
 
 
 @dataclass
@@ -222,10 +233,9 @@ def fit(
     With ``update_every = m`` the assignment is re-solved after every m-th
     epoch (Algorithm 1, lines 6-12). ``baseline`` is the best state of an
     earlier stage: it is kept unless this run beats it on validation. Without a
-    validation split (``valid`` None, ``--validation none``) every epoch runs, the
-    learning rate follows a fixed schedule only (``lr_schedule``), and the last state is the result. With
-    ``parallel`` (rank 0) the workers train alongside
-    (:func:`~legcf_core.parallel_training.follow`).
+    validation split (``valid`` None, ``--validation none``) every epoch runs, lr follows a fixed
+    schedule only (``lr_schedule``), and the last state is the result. With ``parallel``
+    (rank 0) the workers train alongside (:func:`~legcf_core.parallel_training.follow`).
     """
     torch.manual_seed(config.seed)
     sampler = NegativeSampler(train, config.negatives, config.seed)
@@ -238,16 +248,21 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         follow_schedule(optimizer, config, epoch)
-        loss = train_epoch(model, sampler, optimizer, config, on_batch, parallel)
-        log = EpochLog(epoch, loss, 0.0)
+        log = EpochLog(epoch, train_epoch(model, sampler, optimizer, config, on_batch, parallel), 0.0)
+        log.train_seconds = time.perf_counter() - started
         if update_every is not None and (epoch - 1) % update_every == 0:
-            log.kept_rows = (
-                model.update_assignment() if parallel is None else parallel.share_assignment(model)
+            update = (
+                model.update_assignment
+                if parallel is None
+                else functools.partial(parallel.share_assignment, model)
             )
+            log.kept_rows, log.update_seconds = timed(update)
             log.updated = True
         decayed = False
         if valid is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            log.valid = validate(model, train, valid, config.eval_users, config.seed)
+            log.valid, log.valid_seconds = timed(
+                functools.partial(validate, model, train, valid, config.eval_users, config.seed)
+            )
             stale, decayed = judge(best, model, log, optimizer, config, stale)
         if parallel is not None:
             parallel.decide(stale >= config.patience, decayed)

@@ -181,5 +181,9 @@ def history_rows(logs: list[EpochLog]) -> list[dict[str, Any]]:
         }
         if log.nonzeros is not None:
             row["nonzeros"] = log.nonzeros
+        for phase in ("train", "update", "valid"):
+            seconds = getattr(log, f"{phase}_seconds")
+            if seconds is not None:
+                row[f"{phase}_seconds"] = round(seconds, 3)
         rows.append(row)
     return rows
