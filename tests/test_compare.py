@@ -204,3 +204,20 @@ def test_a_result_trained_with_other_settings_is_retrained_not_reused(tmp_path, 
     assert manifest["stages"]["pretrain"]["config"]["lr"] == 0.02
     names = [row["name"] for row in table_rows("table2", collect(out, overrides), [2024], overrides)]
     assert names == [full.name]
+
+
+def test_a_result_from_before_a_setting_existed_is_reused(tmp_path, demo_path):
+    out, overrides = tmp_path / "out", Overrides(epochs=1, dim=16)
+    legcf = SETS["table2"][-1]
+    cpu = torch.device("cpu")
+    assert run_experiment(out, legcf, demo_path, 2024, cpu, overrides)[1]
+    manifest_path = out / "runs" / run_name(resolve(legcf, overrides), 2024, overrides) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for stage in ("pretrain", "refine"):  # as a run made before --lr-schedule and --solver
+        del manifest["stages"][stage]["config"]["lr_schedule"]
+    del manifest["stages"]["refine"]["config"]["solver"]
+    manifest_path.write_text(json.dumps(manifest))
+    assert not run_experiment(out, legcf, demo_path, 2024, cpu, overrides)[1]  # read, not retrained
+    # runs from before --solver used pinv and keep their names; another solver gets its own
+    assert Experiment("a", solver="pinv").key() == "legcf-lightgcn-d128-L3-c500-t2-w0.5-metis-m1"
+    assert Experiment("a", solver="pursuit").key() == "legcf-lightgcn-d128-L3-c500-t2-w0.5-metis-m1-pursuit"
