@@ -242,7 +242,7 @@ class RefineConfig:
 
     update_every: int = 1  # m
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr_decay=1.0))
-    solver: str = "pinv"  # a name in SOLVERS
+    solver: str = "pursuit"  # a name in SOLVERS; "pinv" is the paper's (docs/design.md)
 
     def check(self) -> None:
         self.train.check()

@@ -79,7 +79,7 @@ def run_experiment(
         stages.PretrainConfig(
             experiment.dim, experiment.layers, pretrain_train, experiment.embedding, experiment.backbone
         ),
-        stages.RefineConfig(experiment.update_every, refine_train),
+        stages.RefineConfig(experiment.update_every, refine_train, experiment.solver),
         device,
         reporter=reporter,
         match_budget=experiment.match_budget,

@@ -33,6 +33,7 @@ class Experiment:
     anchor_weight: float = 0.5
     init: str = "metis"
     update_every: int = 1
+    solver: str = RefineConfig.solver  # how assignment updates solve S (config.SOLVERS)
     model: str = "auto"  # "pretrain": score the model before any assignment update
     match_budget: bool = False  # full table: the widest d within LEGCF's budget at c, t, dim
     sweep: str = ""  # the swept symbol, for Figure 4 plots
@@ -42,8 +43,8 @@ class Experiment:
         """The run directory name: everything that changes training, nothing else.
 
         c and t size a layer trained from a partition, a layer sized by a budget
-        (LEGCF's at c and t) and a full table matched to that budget; w*, init and
-        m only matter to a layer trained from a partition.
+        (LEGCF's at c and t) and a full table matched to that budget; w*, init, m
+        and the solver only matter to a layer trained from a partition.
         """
         layer = layer_entry(self.embedding)
         parts = [self.embedding, self.backbone, f"d{self.dim}", f"L{self.layers}"]
@@ -51,6 +52,8 @@ class Experiment:
             parts += [f"c{self.codebook_size}", f"t{self.per_entity}"]
         if layer.uses_partition:
             parts += [f"w{self.anchor_weight:g}", self.init, f"m{self.update_every}"]
+            if self.solver != "pinv":  # runs from before the choice existed used pinv
+                parts.append(self.solver)
         return "-".join(parts)
 
 

@@ -26,13 +26,14 @@ METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
 
 def recorded_training(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The optimization settings each training stage of a run recorded in its manifest."""
-    names = [field.name for field in fields(TrainConfig)]
+    """The optimization settings each training stage of a run recorded in its manifest. A
+    setting added after the run was made (absent from it) had its default then."""
+    defaults = {field.name: field.default for field in fields(TrainConfig)}
     recorded = {}
     for stage in ("pretrain", "refine"):
         config = manifest["stages"].get(stage, {}).get("config")
         if config is not None:
-            recorded[stage] = {name: config.get(name) for name in names}
+            recorded[stage] = {name: config.get(name, default) for name, default in defaults.items()}
     return recorded
 
 

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.config import MAX_DIM
+from legcf_core.config import MAX_DIM, RefineConfig
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class EmbeddingLayer(torch.nn.Module, ABC):
     sized_by_budget: ClassVar[bool] = False  # its size follows a parameter budget
     refines: ClassVar[bool] = False  # has a refine stage
     updates_assignment: ClassVar[bool] = False  # refine re-solves an assignment S
-    solver: str = "pinv"  # how update_assignment re-solves S (config.SOLVERS); refine sets it
+    solver: str = RefineConfig.solver  # how update_assignment re-solves S; refine sets it
 
     # ---------------------------------------------------------------- build
 
