@@ -254,7 +254,7 @@ def refine(
     seed: SeedOpt = REFINE.train.seed,
     device: DeviceOpt = AUTO,
 ) -> None:
-    """LEGCF: alternate training with closed-form assignment updates every m epochs.
+    """LEGCF: alternate training with assignment updates (--solver) every m epochs.
     PEP: retrain the pruned table from its initial values."""
     core = engine.stages()
     run = engine.run_dir(run_dir)

@@ -1,5 +1,6 @@
-"""Refine: LEGCF alternates BPR epochs with closed-form assignment updates every m epochs
-(Algorithm 1); PEP retrains its pruned table from the initial values."""
+"""Refine: LEGCF alternates BPR epochs with assignment updates (matching pursuit, or the
+paper's pinv) every m epochs (Algorithm 1); PEP retrains its pruned table from the initial
+values."""
 
 from __future__ import annotations
 
