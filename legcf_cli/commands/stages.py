@@ -215,19 +215,8 @@ def pretrain(
     """Learn the embedding layer (LEGCF: the codebook with S fixed; PEP: prune to the budget);
     keep the best on validation NDCG@20."""
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
-    train = training(
-        epochs,
-        batch_size,
-        negatives,
-        lr,
-        l2,
-        patience,
-        eval_every,
-        lr_decay,
-        seed,
-        lr_schedule.value,
-        eval_users,
-    )
+    shared = (batch_size, negatives, lr, l2, patience, eval_every)
+    train = training(epochs, *shared, lr_decay, seed, lr_schedule.value, eval_users)
     config = PretrainConfig(dim, layers, train, embedding.value, backbone.value, budget)
     config.check()
     core = engine.stages()
@@ -260,19 +249,8 @@ def refine(
     run = engine.run_dir(run_dir)
     with engine.training_device(device) as chosen:  # only rank 0 goes on: workers need no run directory
         lr, batch_size = lr_and_batch(*core.trained_layer(run), lr, batch_size)
-        train = training(
-            epochs,
-            batch_size,
-            negatives,
-            lr,
-            l2,
-            patience,
-            eval_every,
-            lr_decay,
-            seed,
-            lr_schedule.value,
-            eval_users,
-        )
+        shared = (batch_size, negatives, lr, l2, patience, eval_every)
+        train = training(epochs, *shared, lr_decay, seed, lr_schedule.value, eval_users)
         config = RefineConfig(update_every, train, solver.value)
         config.check()
         with open_reporter(ctx) as reporter:
