@@ -279,7 +279,9 @@ SolverOpt = Annotated[
     typer.Option(
         "--solver",
         help="How an assignment update solves S: pinv (the paper's top-t of H_full pinv(H_meta), "
-        "rows summing to 1) or pursuit (t meta-embeddings by matching pursuit, least-squares weights).",
+        "rows summing to 1), pursuit (t meta-embeddings a row by matching pursuit, least-squares "
+        "weights) or pooled (the same pursuit, with the N*t weights shared: 1 to 2t a row, where "
+        "they cut the fitting error most).",
     ),
 ]
 

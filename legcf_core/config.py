@@ -29,9 +29,9 @@ LR_SCHEDULES = ("plateau", "cosine")
 # Without -c, c is sized to the data: full table over LEGCF at least this (the paper's Gowalla
 # ratio, 9,067,392 / 205,678 = 44.09); see legcf_core.sizing.
 DEFAULT_COMPRESSION = 44.0
-# How an assignment update solves S: the paper's pinv closed form, or matching pursuit
-# (legcf_core.assignment).
-SOLVERS = ("pinv", "pursuit")
+# How an assignment update solves S: the paper's pinv closed form, matching pursuit with t
+# codes a row, or pursuit with the N*t codes pooled over the rows (legcf_core.assignment).
+SOLVERS = ("pinv", "pursuit", "pooled")
 MODEL_CHOICES = ("auto", "pretrain", "refine")  # which trained model a command reads
 VALIDATION_METRIC = "ndcg@20"
 DEFAULT_KS = (10, 20)
@@ -242,13 +242,13 @@ class RefineConfig:
 
     update_every: int = 1  # m
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr_decay=1.0))
-    solver: str = "pursuit"  # a name in SOLVERS; "pinv" is the paper's (docs/design.md)
+    solver: str = "pooled"  # a name in SOLVERS; "pinv" is the paper's (docs/design.md)
 
     def check(self) -> None:
         self.train.check()
         check_int("update_every", self.update_every, 1)
         if self.solver not in SOLVERS:
-            raise ConfigError("solver", f"{self.solver!r} is unknown; expected {' or '.join(SOLVERS)}")
+            raise ConfigError("solver", f"{self.solver!r} is unknown; expected {', '.join(SOLVERS)}")
 
 
 def check_model_choice(which: str) -> None:

@@ -257,3 +257,39 @@ def test_refine_with_pursuit_records_it_and_keeps_s_sparse_and_nonnegative(tmp_p
     s = sp.csr_matrix((arrays["assignment.data"], arrays["assignment.indices"], arrays["assignment.indptr"]))
     per_entity = int(read_tensors(run / "refine.safetensors")[1]["per_entity"])
     assert np.diff(s.indptr).max() <= per_entity and s.data.min() >= 0
+
+
+def test_pooled_gives_codes_to_the_rows_that_need_them_within_n_t_weights():
+    # Two rows in three are one meta-embedding each, the rest a mix of four: at t = 2 a row,
+    # pursuit cannot rebuild the mixes; pooled moves the codes the simple rows do not need to
+    # them, which is exactly enough (80 + 40 * 4 = 120 * 2).
+    rng = np.random.default_rng(10)
+    n, c, d, t = 120, 30, 32, 2
+    simple_rows = 2 * n // 3
+    h_meta = well_conditioned(c, d, rng)
+    simple = np.eye(c)[rng.integers(0, c, simple_rows)] * rng.uniform(0.5, 2.0, size=(simple_rows, 1))
+    mixed = planted_assignment(n - simple_rows, c, 2 * t, rng)
+    h_full = np.vstack([simple, mixed]) @ h_meta
+    previous = some_previous(n, c, t, seed=5)
+    errors, solved = {}, {}
+    for solver in ("pursuit", "pooled"):
+        solved[solver], kept = _solve(h_full, h_meta, t, solver, previous)
+        errors[solver] = np.linalg.norm(solved[solver] @ h_meta - h_full) / np.linalg.norm(h_full)
+        assert kept == 0
+    pooled = solved["pooled"]
+    widths = np.diff(pooled.indptr)
+    assert pooled.nnz <= n * t and widths.min() >= 1 and widths.max() <= 2 * t
+    assert widths[:simple_rows].max() == 1 and widths[simple_rows:].min() == 2 * t
+    assert pooled.data.min() >= 0
+    assert errors["pooled"] < 1e-3 < errors["pursuit"], errors
+
+
+def test_refine_pools_codes_by_default_and_records_it(tmp_path, trained_run):
+    run = copy_run(trained_run, tmp_path / "run")
+    invoke_ok("refine", run, "--epochs", "2", *TRAIN_OPTS)
+    entry = read_manifest(run)["stages"]["refine"]
+    assert entry["config"]["solver"] == "pooled"
+    arrays, header = read_tensors(run / "refine.safetensors")
+    s = sp.csr_matrix((arrays["assignment.data"], arrays["assignment.indices"], arrays["assignment.indptr"]))
+    t = int(header["per_entity"])
+    assert s.nnz <= s.shape[0] * t and np.diff(s.indptr).max() <= 2 * t and s.data.min() >= 0
