@@ -102,19 +102,19 @@ def test_overrides_leave_non_default_values_alone():
 
 def test_run_directory_names_are_what_earlier_comparisons_wrote():
     """Finished runs are found again by name, so the keys must never drift. LEGCF rows name
-    their solver since the default became pursuit: earlier (pinv) runs keep their names."""
+    their solver since the default stopped being pinv: earlier (pinv) runs keep their names."""
     assert [experiment.key() for experiment in SETS["table2"]] == [
         "full-lightgcn-d64-L3",
         "full-lightgcn-d128-L3",
         "qr-lightgcn-d128-L3-c500-t2",
         "pep-lightgcn-d128-L3-c500-t2",
         "tt-lightgcn-d128-L3-c500-t2",
-        "legcf-lightgcn-d128-L3-c500-t2-w0.5-metis-m1-pursuit",
+        "legcf-lightgcn-d128-L3-c500-t2-w0.5-metis-m1-pooled",
     ]
     assert SETS["table4"][3].key() == "full-ngcf-d128-L3-c500-t2"  # matched to LEGCF's budget
-    assert SETS["fig4-t"][0].key() == "legcf-lightgcn-d128-L3-c500-t1-w1-metis-m1-pursuit"
+    assert SETS["fig4-t"][0].key() == "legcf-lightgcn-d128-L3-c500-t1-w1-metis-m1-pooled"
     assert run_name(SETS["table3"][2], 7, OVERRIDES) == (
-        "legcf-lightgcn-d128-L3-c500-t2-w0.5-random-m1-pursuit-seed7-override-epochs2-batch_size4096-dim16-codebook_size30"
+        "legcf-lightgcn-d128-L3-c500-t2-w0.5-random-m1-pooled-seed7-override-epochs2-batch_size4096-dim16-codebook_size30"
     )
 
 
