@@ -233,7 +233,13 @@ SizingBudgetOpt = Annotated[
 ]
 SizingDimOpt = Annotated[
     int,
-    typer.Option("--dim", "-d", min=1, max=MAX_DIM, help="d that c is sized at (give pretrain the same)."),
+    typer.Option(
+        "--dim",
+        "-d",
+        min=1,
+        max=MAX_DIM,
+        help="d that c is sized at; pretrain trains at it unless given another.",
+    ),
 ]
 PerEntityOpt = Annotated[
     int, typer.Option("--per-entity", "-t", min=1, help="t: meta-embeddings per entity.")
@@ -245,7 +251,18 @@ InitOpt = Annotated[Init, typer.Option("--init", help="Initial anchors: a METIS 
 
 # ---------------------------------------------------------------- model
 
-DimOpt = Annotated[int, typer.Option("--dim", "-d", min=1, max=MAX_DIM, help="d: embedding dimension.")]
+DimOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--dim",
+        "-d",
+        min=1,
+        max=MAX_DIM,
+        help="d: embedding dimension. Default: 128; pretrain trains LEGCF at the d partition sized "
+        "c at. LEGCF below 128 is sized against the 128-d table, so --dim 64 holds twice the "
+        "meta-embeddings in the same budget.",
+    ),
+]
 LayersOpt = Annotated[int, typer.Option("--layers", "-L", min=0, max=MAX_LAYERS, help="L: GNN layers.")]
 EmbeddingOpt = Annotated[
     Embedding,

@@ -29,6 +29,10 @@ LR_SCHEDULES = ("plateau", "cosine")
 # Without -c, c is sized to the data: full table over LEGCF at least this (the paper's Gowalla
 # ratio, 9,067,392 / 205,678 = 44.09); see legcf_core.sizing.
 DEFAULT_COMPRESSION = 44.0
+# d by default, the LEGCF paper's. A narrower LEGCF is sized against the 128-d table it replaces
+# (legcf_core.sizing), so --dim 64 buys twice the meta-embeddings in the same budget: better on
+# sparse Gowalla, slightly worse on dense ml-1m (docs/results.md), hence not the default.
+DEFAULT_DIM = 128
 # How an assignment update solves S: the paper's pinv closed form, matching pursuit with t
 # codes a row, or pursuit with the N*t codes pooled over the rows (legcf_core.assignment).
 SOLVERS = ("pinv", "pursuit", "pooled")
@@ -147,7 +151,7 @@ class PartitionConfig:
     seed: int = 2024
     compression: float | None = None  # target full/LEGCF parameter ratio; None: DEFAULT_COMPRESSION
     budget: int | None = None  # LEGCF's parameters c*d + N*t at most this
-    dim: int = 128  # the d that c is sized at
+    dim: int = DEFAULT_DIM  # the d that c is sized at
 
     def check(self) -> None:
         """What needs no data: c, t >= 1, t <= c, w* in range, a known init, the seed's range,
@@ -219,7 +223,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    dim: int = 128  # d
+    dim: int | None = None  # d; None: a layer trained from a partition takes its d, others DEFAULT_DIM
     layers: int = 3  # L
     train: TrainConfig = field(default_factory=TrainConfig)
     embedding: str = "legcf"  # a name in legcf_core.registry.LAYERS
@@ -228,7 +232,8 @@ class PretrainConfig:
 
     def check(self) -> None:
         self.train.check()
-        check_int("dim", self.dim, 1, MAX_DIM)
+        if self.dim is not None:
+            check_int("dim", self.dim, 1, MAX_DIM)
         check_int("layers", self.layers, 0, MAX_LAYERS)
         if self.budget is not None:
             check_int("budget", self.budget, 1)

@@ -1,25 +1,28 @@
 """The codebook size c, sized to the data when ``-c`` is not given.
 
 LEGCF stores c·d + N·t parameters (the c x d codebook and t weights an entity;
-:func:`legcf_core.layers.codebook.legcf_params`) in place of the full table's
-N·d. Without ``-c``, c comes from one of two targets:
+:func:`legcf_core.layers.codebook.legcf_params`) in place of a full table of
+N·D, where D is the paper's d = 128, or d where d is wider: a LEGCF narrower
+than 128 still replaces the 128-d table it is compared with. Without ``-c``, c
+comes from one of two targets:
 
 - ``--compression R`` (default 44, the paper's Gowalla ratio): the largest c
   written with two significant digits (..., 98, 99, 100, 110, ..., 490, 500,
-  510, ...) at which N·d / (c·d + N·t) is at least R. The round number is the
-  paper's habit (c = 500, 1000, 2000) and it makes Gowalla's default exactly
-  the paper's c = 500: the largest c at 44x is 503 there (44.003x), and 500
-  gives 44.09x. Below 100 every integer has two significant digits.
+  510, ...) at which N·D / (c·d + N·t) is at least R. The round number is the
+  paper's habit (c = 500, 1000, 2000) and it makes Gowalla's default at d = 128
+  exactly the paper's c = 500: the largest c at 44x is 503 there (44.003x), and
+  500 gives 44.09x; at LEGCF's default d = 64 it is c = 1000, the same
+  205,678 parameters. Below 100 every integer has two significant digits.
 - ``--budget P``: the largest c with c·d + N·t <= P.
 
 Either way c is at least t (each entity needs t distinct meta-embeddings) and
 at most N; a target that would need c < t is refused with the most it allows.
 
-The default target is out of reach where d/t is small (at d = 64, t = 2 no c
-compresses 44x: N*t alone is N*d/32). A run that asked for no target then
-keeps working: c is sized as the paper's configuration (d = 128, t = 2) would
-be at 44x, which is c = 500 on Gowalla whatever d and t, and raised to t on a
-dataset too small for even that; the note says so.
+The default target is out of reach where t is large against D (at t = 3,
+N·t alone is more than N·128/44). A run that asked for no target then keeps
+working: c is sized as the paper's configuration (d = 128, t = 2) would be at
+44x, which is c = 500 on Gowalla whatever d and t, and raised to t on a dataset
+too small for even that; the note says so.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from legcf_core.config import DEFAULT_COMPRESSION
 from legcf_core.errors import ConfigError
 
 REFERENCE_DIM, REFERENCE_PER_ENTITY = 128, 2  # the paper's Gowalla configuration
+
+
+def reference_width(dim: int) -> int:
+    """D, the width of the full table a LEGCF of width d replaces: 128, or d where wider."""
+    return max(dim, REFERENCE_DIM)
 
 
 def legcf_params(n_entities: int, dim: int, codebook_size: int, per_entity: int) -> int:
@@ -64,14 +72,15 @@ class CodebookChoice:
 
     @property
     def compression(self) -> float:
-        """Full-table parameters over LEGCF's, at this c."""
-        return self.n_entities * self.dim / self.params
+        """Parameters of the full table it replaces (N x D) over LEGCF's, at this c."""
+        return self.n_entities * reference_width(self.dim) / self.params
 
     def reason(self) -> str:
         """One line that says which c and why, for notes and ``inspect``."""
         sizes = (
             f"c*d + N*t = {self.params:,} parameters for N = {self.n_entities:,}, d = {self.dim}, "
-            f"t = {self.per_entity}: {self.compression:.1f}x smaller than the full table"
+            f"t = {self.per_entity}: {self.compression:.1f}x smaller than the {reference_width(self.dim)}-d "
+            "full table"
         )
         if self.rule == "compression":
             return (
@@ -113,7 +122,7 @@ def choose_codebook(
     """c as given, else from ``budget``, else from ``compression`` (default 44)."""
     if codebook_size is not None:
         return CodebookChoice(codebook_size, "given", None, n_entities, dim, per_entity)
-    full = n_entities * dim
+    full = n_entities * reference_width(dim)
     if budget is not None:
         rule, target = "budget", float(budget)
         size = (budget - n_entities * per_entity) // dim
@@ -137,6 +146,6 @@ def choose_codebook(
 
 
 def _at_compression(n_entities: int, dim: int, per_entity: int, target: float) -> int:
-    """The largest two-significant-digit c with N*d / (c*d + N*t) >= target (may be < 1)."""
-    room = n_entities * dim / target - n_entities * per_entity
+    """The largest two-significant-digit c with N*D / (c*d + N*t) >= target (may be < 1)."""
+    room = n_entities * reference_width(dim) / target - n_entities * per_entity
     return two_significant_floor(max(room, 0) / dim)

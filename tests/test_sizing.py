@@ -22,6 +22,17 @@ def test_gowalla_default_is_the_papers_c_500():
     assert GOWALLA * 128 / legcf_params(GOWALLA, 128, 503, 2) >= 44
 
 
+def test_narrower_meta_embeddings_buy_more_of_them_in_the_same_budget():
+    # a LEGCF narrower than 128 is sized against the 128-d table it replaces: the paper's budget
+    at_64 = choose_codebook(GOWALLA, 64, 2)
+    assert at_64.size == 1000 and at_64.params == 205_678 and "44.1x smaller than the 128-d" in at_64.reason()
+    assert choose_codebook(GOWALLA, 32, 2).size == 2000
+    wider = choose_codebook(GOWALLA, 256, 2)  # a wider LEGCF is measured against its own width
+    assert GOWALLA * 256 / wider.params >= 44 and wider.compression == pytest.approx(
+        GOWALLA * 256 / wider.params
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "expected"), [(503.1, 500), (68.7, 68), (99.99, 99), (100.0, 100), (1056.2, 1000), (2519, 2500)]
 )
@@ -49,9 +60,9 @@ def test_budget_gives_the_largest_c_that_fits():
 
 def test_explicit_target_out_of_reach_is_refused_default_falls_back():
     with pytest.raises(ConfigError, match="most LEGCF compresses here is") as caught:
-        choose_codebook(GOWALLA, 64, 2, compression=44)
+        choose_codebook(GOWALLA, 64, 3, compression=44)
     assert caught.value.field == "compression"
-    fallback = choose_codebook(GOWALLA, 64, 2)  # d = 64 cannot reach 44x: sized as at d = 128, t = 2
+    fallback = choose_codebook(GOWALLA, 64, 3)  # N*t alone is over N*128/44: sized as at d = 128, t = 2
     assert fallback.size == 500 and fallback.rule == "reference" and "out of reach" in fallback.reason()
     assert choose_codebook(GOWALLA, 128, 3).size == 500  # t = 3 keeps the paper's c too
     assert choose_codebook(100, 128, 2).size == 2  # tiny data: at least t
@@ -69,18 +80,39 @@ def test_partition_sizes_c_and_says_why(tmp_path, prepared_run):
     out = invoke_ok("partition", run)
     assert "c = 8 from --compression 44" in out.stderr  # the demo: 1,185 entities
     entry = read_manifest(run)["stages"]["partition"]
-    assert entry["config"]["codebook_size"] == 8
+    assert entry["config"]["codebook_size"] == 8 and entry["config"]["dim"] == 128
     assert (
         entry["codebook"]["chosen_by"] == "compression" and entry["codebook"]["params"] == 8 * 128 + 2 * 1185
     )
     _, meta = tensor_file(run / "assignment_init.safetensors")
     assert meta["codebook_size"] == "8" and meta["chosen_by"] == "compression"
+    invoke_ok("partition", run, "--dim", "64")  # sized against the 128-d table: twice the codes
+    assert read_manifest(run)["stages"]["partition"]["config"]["codebook_size"] == 16
     invoke_ok("partition", run, "--budget", "5000")
     assert read_manifest(run)["stages"]["partition"]["config"]["codebook_size"] == 20
     invoke_ok("partition", run, "-c", "30")
     assert read_manifest(run)["stages"]["partition"]["codebook"]["chosen_by"] == "given"
     assert_clean_error(invoke("partition", run, "--compression", "70"), "--compression", "lower it")
     assert_clean_error(invoke("partition", run, "--compression", "20", "--budget", "9000"), "give one")
+
+
+def test_pretrain_trains_at_the_d_partition_sized_c_at(tmp_path, prepared_run):
+    from helpers import TRAIN_OPTS, copy_run
+
+    run = copy_run(prepared_run, tmp_path / "run")
+    invoke_ok("partition", run, "--dim", "32")
+    invoke_ok("pretrain", run, "--epochs", "1", *TRAIN_OPTS)
+    entry = read_manifest(run)["stages"]["pretrain"]
+    assert entry["config"]["dim"] == 32
+    assert entry["metrics"]["params"] == read_manifest(run)["stages"]["partition"]["codebook"]["params"]
+    invoke_ok("pretrain", run, "--epochs", "1", "--embedding", "full", *TRAIN_OPTS)
+    assert read_manifest(run)["stages"]["pretrain"]["config"]["dim"] == 128  # a full table's default
+    manifest = read_manifest(run)
+    manifest["stages"]["partition"]["config"]["dim"] = "wide"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    before = (run / "pretrain.safetensors").read_bytes()
+    assert_clean_error(invoke("pretrain", run, "--epochs", "1", *TRAIN_OPTS), "partition", "d")
+    assert (run / "pretrain.safetensors").read_bytes() == before
 
 
 def test_prepare_names_the_default_c(tmp_path, demo_path):

@@ -177,7 +177,7 @@ def partition(
     seed: SeedOpt = PARTITION.seed,
     compression: CompressionOpt = None,
     budget: SizingBudgetOpt = None,
-    dim: SizingDimOpt = PRETRAIN.dim,
+    dim: SizingDimOpt = PARTITION.dim,
 ) -> None:
     """Initial assignment S from a METIS (or random) partition into c parts (c sized to the
     data unless -c is given)."""

@@ -10,7 +10,12 @@ from typing import Any
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.config import VALIDATION_METRIC, PretrainConfig
+from legcf_core.config import (
+    DEFAULT_DIM,
+    MAX_DIM,
+    VALIDATION_METRIC,
+    PretrainConfig,
+)
 from legcf_core.data import Interactions
 from legcf_core.errors import ConfigError
 from legcf_core.layers import LayerSize
@@ -31,6 +36,7 @@ def pretrain(
     config.check()
     kind = layer_type(config.embedding)
     backbone_entry(config.backbone)  # an unknown backbone fails before any work
+    config = with_dim(run, config, kind.uses_partition)
     with run.writing("pretrain"):
         data = load_data(run)
         size, config, inputs = layer_size(run, config, kind, data, reporter)
@@ -111,25 +117,42 @@ def layer_size(
     return LayerSize(n, config.dim, seed), config, (art.DATA_FILE,)
 
 
-def _partition_sizes(run: art.RunDir) -> tuple[int, int] | None:
+def with_dim(run: art.RunDir, config: PretrainConfig, uses_partition: bool) -> PretrainConfig:
+    """``config`` with d resolved where none was given: a layer trained from a partition takes
+    the d that partition sized c at (so c*d is the budget it chose), any other the default."""
+    if config.dim is not None:
+        return config
+    dim = DEFAULT_DIM
+    if uses_partition and (entry := _partition_entry(run)):
+        dim = entry.get("dim", DEFAULT_DIM)  # recorded since d was an option; 128 before
+    return replace(config, dim=dim)
+
+
+def _partition_entry(run: art.RunDir) -> dict[str, Any]:
+    """The partition stage's config from the manifest ({} without one); its d checked, as the
+    manifest of a run from before d was recorded, or a hostile one, may lack or mangle it."""
     entry = run.load_manifest().get("stages", {}).get("partition")
-    return None if entry is None else (entry["config"]["codebook_size"], entry["config"]["per_entity"])
+    config = dict(entry["config"]) if entry is not None else {}
+    dim = config.get("dim")
+    if dim is not None and (type(dim) is not int or not 1 <= dim <= MAX_DIM):
+        raise ConfigError("dim", f"the partition stage records d = {dim!r}; rerun partition")
+    return config
 
 
-def legcf_sizes(run: art.RunDir, config: PretrainConfig, n_entities: int) -> tuple[int, int]:
-    """This run's partition c and t, or without a partition c sized to the data at t = 2."""
-    sizes = _partition_sizes(run)
-    if sizes is not None:
-        return sizes
-    return choose_codebook(n_entities, config.dim, 2).size, 2
+def legcf_sizes(run: art.RunDir, n_entities: int) -> tuple[int, int, int]:
+    """This run's partition c, t and d, or without a partition LEGCF's default sizing."""
+    entry = _partition_entry(run)
+    if entry:
+        return entry["codebook_size"], entry["per_entity"], entry.get("dim", DEFAULT_DIM)
+    return choose_codebook(n_entities, DEFAULT_DIM, 2).size, 2, DEFAULT_DIM
 
 
 def budget_source(run: art.RunDir, config: PretrainConfig) -> str:
     if config.budget is not None:
         return "as given"
     entities = run.load_manifest()["dataset"]
-    c, t = legcf_sizes(run, config, int(entities.get("users", 0)) + int(entities.get("items", 0)))
-    return f"LEGCF c={c}, t={t}, d={config.dim}"
+    c, t, dim = legcf_sizes(run, int(entities.get("users", 0)) + int(entities.get("items", 0)))
+    return f"LEGCF c={c}, t={t}, d={dim}"
 
 
 def resolve_budget(run: art.RunDir, config: PretrainConfig, n_entities: int) -> int:
@@ -139,8 +162,8 @@ def resolve_budget(run: art.RunDir, config: PretrainConfig, n_entities: int) -> 
     if config.budget is not None:
         budget = config.budget
     else:
-        c, t = legcf_sizes(run, config, n_entities)
-        budget = legcf_params(n_entities, config.dim, c, t)
+        c, t, dim = legcf_sizes(run, n_entities)
+        budget = legcf_params(n_entities, dim, c, t)
     check_budget(budget, n_entities, config.dim)
     return budget
 

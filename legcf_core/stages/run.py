@@ -9,7 +9,14 @@ from typing import Any
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.config import PartitionConfig, PrepareConfig, PretrainConfig, ReadConfig, RefineConfig
+from legcf_core.config import (
+    DEFAULT_DIM,
+    PartitionConfig,
+    PrepareConfig,
+    PretrainConfig,
+    ReadConfig,
+    RefineConfig,
+)
 from legcf_core.partition import check_sizes
 from legcf_core.progress import Reporter, SilentReporter
 from legcf_core.registry import backbone_entry, layer_type
@@ -46,11 +53,13 @@ def run_all(
     """
     reporter = reporter or SilentReporter()
     protocol = replace(protocol or PrepareConfig(), seed=partition_config.seed, test_fraction=test_fraction)
+    kind = layer_type(pretrain_config.embedding)
+    if pretrain_config.dim is None:
+        pretrain_config = replace(pretrain_config, dim=DEFAULT_DIM)
     partition_config = replace(partition_config, dim=pretrain_config.dim)  # c is sized at pretrain's d
     read = read or ReadConfig()
     for config in (protocol, read, partition_config, pretrain_config):
         config.check()  # every setting, before any file is written
-    kind = layer_type(pretrain_config.embedding)
     if kind.refines:
         refine_config.check()
     backbone_entry(pretrain_config.backbone)
