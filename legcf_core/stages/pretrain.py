@@ -49,7 +49,7 @@ def pretrain(
             reporter.note(
                 f"{config.embedding} budget {size.budget:,} parameters ({budget_source(run, config)}){chosen}"
             )
-        trained = model.layer.pretrain(Session(model, data, config.train, device, reporter, "pretrain"))
+        trained = model.layer.pretrain(Session(model, data, config.train, device, reporter, "pretrain", run))
         model.layer = trained.layer
         digest = run.load_manifest()["dataset"]["fingerprint"]
         meta = art.header(model.layer.stored_kind, dataset=digest, **model.header())
