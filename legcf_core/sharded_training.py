@@ -42,6 +42,7 @@ from legcf_core.config import TrainConfig
 from legcf_core.distributed import Group
 from legcf_core.errors import ConfigError, DistributedError
 from legcf_core.layers.codebook import CodebookLayer, l2_gram
+from legcf_core.runtime import release_freed_memory
 from legcf_core.schedule import decay_lr, follow_schedule
 from legcf_core.sharding import LocalRows, ShardOperator, interaction_chunks, read_own_rows
 from legcf_core.training import NegativeSampler, batch_count, train_epoch
@@ -150,7 +151,11 @@ def gather_assignment(group: Group, own: sp.csr_matrix, owner: np.ndarray) -> sp
     if not group.leader:
         with group.guarded(what):
             dist.send(torch.tensor([own.nnz], dtype=torch.int64), 0)
-            for array in (np.diff(own.indptr).astype(np.int64), own.indices.astype(np.int64), own.data.astype(np.float32)):
+            for array in (
+                np.diff(own.indptr).astype(np.int64),
+                own.indices.astype(np.int64),
+                own.data.astype(np.float32),
+            ):
                 dist.send(torch.from_numpy(np.ascontiguousarray(array)), 0)
         return None
     pieces = [(np.diff(own.indptr), own.indices.astype(np.int64), own.data)]
@@ -331,6 +336,7 @@ def start_shard(group: Group, header: dict[str, Any], arrays: dict[str, np.ndarr
     s = sp.csr_matrix((arrays["s.data"], arrays["s.indices"], arrays["s.indptr"]), shape=(owner.size, c))
     own = s[rows.own].astype(np.float32)
     del s
+    release_freed_memory()  # reading the rows' temporaries
     model = ShardedModel(group, torch.from_numpy(arrays["codebook"]), rows, own, owner, header, full)
     config = TrainConfig(**header["config"])
     sampler = ShardSampler(rows.user_items, config, group, int(header["nnz"]))

@@ -28,6 +28,7 @@ from safetensors import SafetensorError, safe_open
 
 from legcf_core.distributed import Group
 from legcf_core.errors import ArtifactError
+from legcf_core.runtime import release_freed_memory
 
 CHUNK_BYTES = 64 << 20
 """Largest block of boundary rows one broadcast carries (and each rank holds at a time)."""
@@ -94,13 +95,13 @@ def read_own_rows(
     by_user, by_item = [], []
     for users, items in chunks:
         mine = owner[users] == rank
-        by_user.append((users[mine], items[mine]))
+        by_user.append((users[mine].astype(np.int32), items[mine].astype(np.int32)))
         mine = owner[items + n_users] == rank
-        by_item.append((users[mine], items[mine]))
+        by_item.append((users[mine].astype(np.int32), items[mine].astype(np.int32)))
     user_u, user_i = (np.concatenate(part) for part in zip(*by_user, strict=True))
     item_u, item_i = (np.concatenate(part) for part in zip(*by_item, strict=True))
     own = np.flatnonzero(owner == rank)
-    rows = np.searchsorted(own, np.concatenate([user_u, item_i + n_users]))
+    rows = np.searchsorted(own, np.concatenate([user_u, item_i + n_users])).astype(np.int32)
     columns = np.concatenate([user_i + n_users, item_u])
     ones = np.ones(rows.size, dtype=np.float32)
     adjacency = sp.csr_matrix((ones, (rows, columns)), shape=(own.size, owner.size))
@@ -151,7 +152,7 @@ class ShardOperator:
         inv, inv_meta = _inverse_sqrt(degree), _inverse_sqrt(meta_degree)
         row_scale = np.repeat(inv[own], np.diff(adjacency.indptr))
         values = row_scale * adjacency.data * inv[adjacency.indices]
-        rows = np.repeat(np.arange(own.size), np.diff(adjacency.indptr))
+        rows = np.repeat(np.arange(own.size, dtype=np.int32), np.diff(adjacency.indptr))
         mine = self.owner[adjacency.indices] == self.group.rank
         inner = sp.csr_matrix(
             (values[mine], (rows[mine], np.searchsorted(own, adjacency.indices[mine]))), shape=(own.size,) * 2
@@ -182,7 +183,9 @@ class ShardOperator:
         blocks = [
             (source, start, stop, halo[:, start:stop].tocsr()) for source, start, stop in self._chunks()
         ]
-        x = assignment.toarray().astype(np.float32)
+        del halo
+        release_freed_memory()  # the temporaries of normalizing, before the three big buffers
+        x = assignment.toarray().astype(np.float32, copy=False)
         x_meta = np.eye(c, dtype=np.float32)
         total, total_meta = x.copy(), x_meta.copy()
         for _ in range(self.layers):
