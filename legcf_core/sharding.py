@@ -176,7 +176,11 @@ class ShardOperator:
 
     def build(self, assignment: sp.csr_matrix) -> None:
         """P's rows for this rank's S rows ``assignment`` (a collective: every rank builds at once).
-        Holds three (owned rows) x c buffers and one chunk of boundary rows."""
+
+        Horner's form, sum_{l=0..L} Ahat'^l X0 = X0 + Ahat'(X0 + Ahat'(... + Ahat' X0)), with the
+        sparse X0 = [S; I] added row by row: two (owned rows) x c buffers and one chunk of
+        boundary rows, where the sum written out holds three buffers.
+        """
         self.entity = self.meta = None  # free the old P first
         self.meta_width = c = assignment.shape[1]
         inner, halo, meta_edges = self._normalized(assignment)
@@ -184,24 +188,24 @@ class ShardOperator:
             (source, start, stop, halo[:, start:stop].tocsr()) for source, start, stop in self._chunks()
         ]
         del halo
-        release_freed_memory()  # the temporaries of normalizing, before the three big buffers
+        release_freed_memory()  # the temporaries of normalizing, before the two big buffers
+        rows = np.repeat(np.arange(assignment.shape[0]), np.diff(assignment.indptr))
         x = assignment.toarray().astype(np.float32, copy=False)
         x_meta = np.eye(c, dtype=np.float32)
-        total, total_meta = x.copy(), x_meta.copy()
         for _ in range(self.layers):
             y = np.zeros_like(x)
             _add_product(y, inner, x)
             _add_product(y, meta_edges, x_meta)
             for source, start, stop, block in blocks:
                 _add_product(y, block, self._fetch(x, source, start, stop, c))
+            np.add.at(y, (rows, assignment.indices), assignment.data)  # + X0's rows: S
             y_meta = self._all_reduce(np.asarray(meta_edges.T @ x, dtype=np.float32), "summing the meta rows")
-            x, x_meta = y, y_meta
-            total += y
-            total_meta += y_meta
-        del x, y
-        total /= self.layers + 1
-        total_meta /= self.layers + 1
-        self.entity, self.meta = torch.from_numpy(total), torch.from_numpy(total_meta)
+            del x
+            x, x_meta = y, y_meta + np.eye(c, dtype=np.float32)
+        del y
+        x /= self.layers + 1
+        x_meta /= self.layers + 1
+        self.entity, self.meta = torch.from_numpy(x), torch.from_numpy(x_meta)
 
     def _fetch(self, x: np.ndarray, source: int, start: int, stop: int, c: int) -> np.ndarray:
         """Boundary rows ``start:stop`` (all owned by ``source``) of the previous layer, from their owner."""
