@@ -117,14 +117,15 @@ def rank_pid(launcher: int, rank: int) -> int | None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers in /proc")
-def test_a_killed_rank_fails_the_run_with_one_line(tmp_path, trained_run):
+@pytest.mark.parametrize("mode", [(), ("--shard",)], ids=["data-parallel", "sharded"])
+def test_a_killed_rank_fails_the_run_with_one_line(mode, tmp_path, trained_run):
     run_dir = copy_run(trained_run, tmp_path / "run")
     before = {name: (run_dir / name).read_bytes() for name in ("pretrain.safetensors", "refine.safetensors")}
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as err:
         launcher = torchrun(
             "refine", run_dir, "--epochs", "100000", "--patience", "100000", "--batch-size", "256",
-            "--device", "cpu", stderr=err,
+            "--device", "cpu", *mode, stderr=err,
         )  # fmt: skip
         deadline = time.monotonic() + 240  # starting two processes on a loaded 2-core machine is slow
         while "refine epoch 2 " not in stderr.read_text():  # training is under way
