@@ -48,15 +48,6 @@ def device(name: str) -> Any:
     return resolve_device(name)
 
 
-def check_shardable(shard: bool, embedding: str, backbone: str) -> None:
-    """``--shard`` trains LEGCF on LightGCN only: say so before any stage runs."""
-    if shard:
-        from legcf_core.registry import backbone_type, layer_type
-        from legcf_core.sharded_training import check_shardable as check
-
-        check(layer_type(embedding), backbone_type(backbone))
-
-
 @contextmanager
 def training_device(name: str, shard: bool = False) -> Iterator[Any]:
     """The device a training command runs on. Launched by torchrun with several ranks, this

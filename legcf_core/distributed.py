@@ -142,11 +142,11 @@ class Group:
 
         return parallel_step(model, batch, optimizer, config, self)
 
-    def sampler(self, train: sp.csr_matrix, config: TrainConfig) -> Any:
+    def sampler(self, train: sp.csr_matrix, negatives: int, seed: int) -> Any:
         """The batches every process draws: the seed's stream over all of ``train``, as one process."""
         from legcf_core.training import NegativeSampler
 
-        return NegativeSampler(train, config.negatives, config.seed)
+        return NegativeSampler(train, negatives, seed)
 
     def manifest_entry(self) -> dict[str, Any]:
         """How many processes trained the job just finished, and the positives each took."""

@@ -231,8 +231,9 @@ class ShardGroup:
     def __init__(self, group: Group, model: ShardedModel, sampler: ShardSampler) -> None:
         self.group, self.model, self.own_sampler = group, model, sampler
 
-    def sampler(self, train: Any, config: TrainConfig) -> ShardSampler:
-        """The batches: each rank's share from its own users (``train`` is not read)."""
+    def sampler(self, train: Any, negatives: int, seed: int) -> ShardSampler:
+        """The batches: each rank's share from its own users (set up with the job; the arguments,
+        which one process's stream would be drawn from, are not read)."""
         return self.own_sampler
 
     def step(

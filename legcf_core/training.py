@@ -234,10 +234,7 @@ def fit(
     (rank 0) the workers train alongside (:func:`~legcf_core.parallel_training.follow`).
     """
     torch.manual_seed(config.seed)
-    if parallel is None:
-        sampler = NegativeSampler(train, config.negatives, config.seed)
-    else:
-        sampler = parallel.sampler(train, config)
+    sampler = (parallel.sampler if parallel else NegativeSampler)(train, config.negatives, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if baseline is None or valid is None:
         best = TrainResult(model.state(), model.assignment, {VALIDATION_METRIC: -1.0}, 0)

@@ -222,7 +222,6 @@ def pretrain(
     config = PretrainConfig(dim, layers, train, embedding.value, backbone.value, budget)
     config.check()
     core = engine.stages()
-    engine.check_shardable(shard, embedding.value, backbone.value)
     with engine.training_device(device, shard) as chosen, open_reporter(ctx) as reporter:
         metrics = core.pretrain(engine.run_dir(run_dir), config, chosen, reporter)
     print_mapping("pretrain (best on valid)", metrics)
@@ -251,9 +250,8 @@ def refine(
     PEP: retrain the pruned table from its initial values."""
     core = engine.stages()
     run = engine.run_dir(run_dir)
-    with engine.training_device(
-        device, shard
-    ) as chosen:  # only rank 0 goes on: workers need no run directory
+    # only rank 0 goes on: workers need no run directory
+    with engine.training_device(device, shard) as chosen:
         lr, batch_size = lr_and_batch(*core.trained_layer(run), lr, batch_size)
         shared = (batch_size, negatives, lr, l2, patience, eval_every)
         train = training(epochs, *shared, lr_decay, seed, lr_schedule.value, eval_users)
@@ -412,7 +410,6 @@ def run(
     prepare_config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
     read = reading(user_col, item_col, rating_col, time_col, min_rating)
     options = {"protocol": prepare_config, "read": read}  # run_all checks every config before writing
-    engine.check_shardable(shard, embedding.value, backbone.value)
     with engine.training_device(device, shard) as chosen, open_reporter(ctx) as reporter:
         run, stages = engine.run_dir(run_dir), (partition_config, pretrain_config, refine_config)
         summary = engine.stages().run_all(

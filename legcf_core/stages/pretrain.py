@@ -16,11 +16,11 @@ from legcf_core.errors import ConfigError
 from legcf_core.layers import LayerSize
 from legcf_core.model import StoredModel, new_backbone
 from legcf_core.progress import Reporter, SilentReporter
-from legcf_core.registry import backbone_entry, layer_type
+from legcf_core.registry import layer_type
 from legcf_core.sizing import choose_codebook, legcf_params
 from legcf_core.stages.inputs import load_data, load_initial_assignment
 from legcf_core.stages.record import record_stage, rounded
-from legcf_core.stages.session import Session, history_rows
+from legcf_core.stages.session import Session, history_rows, refuse_unshardable
 
 
 def pretrain(
@@ -30,7 +30,7 @@ def pretrain(
     reporter = reporter or SilentReporter()
     config.check()
     kind = layer_type(config.embedding)
-    backbone_entry(config.backbone)  # an unknown backbone fails before any work
+    refuse_unshardable(kind, config.backbone)  # an unknown backbone, or one --shard cannot train, fails first
     with run.writing("pretrain"):
         data = load_data(run)
         size, config, inputs = layer_size(run, config, kind, data, reporter)

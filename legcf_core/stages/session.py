@@ -20,6 +20,7 @@ from legcf_core.distributed import active, begin_job, processes_entry
 from legcf_core.layers import EmbeddingLayer, Trained
 from legcf_core.model import StoredModel, trainable
 from legcf_core.progress import Reporter, Task
+from legcf_core.registry import backbone_entry, backbone_type
 from legcf_core.training import EpochLog, TrainResult, batch_count, fit, prune, validate
 
 Baseline = tuple[dict[str, float], dict[str, torch.Tensor], Any]  # valid metrics, state, S
@@ -146,6 +147,17 @@ class Session:
         return validate(
             self._trainable(layer), self.data.train, self.valid, self.config.eval_users, self.config.seed
         )
+
+
+def refuse_unshardable(layer: type, backbone: str) -> None:
+    """Before any work: an unknown backbone fails, and under ``--shard`` so does a layer or
+    backbone that sharded training cannot train (one line, not after prepare and partition)."""
+    backbone_entry(backbone)
+    group = active()
+    if group is not None and group.sharded:
+        from legcf_core.sharded_training import check_shardable
+
+        check_shardable(layer, backbone_type(backbone))
 
 
 class _Progress:
