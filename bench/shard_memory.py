@@ -37,6 +37,9 @@ def launch(run: Path, ranks: int, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    if args.logs is not None:
+        args.logs.mkdir(parents=True, exist_ok=True)
+        (args.logs / f"w{ranks}.stderr.txt").write_text(done.stderr)
     if done.returncode != 0:
         sys.exit(f"W = {ranks} failed:\n{done.stderr[-3000:]}")
     launcher_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
@@ -74,6 +77,7 @@ def main() -> None:
         "--train-options", default="", help="more pretrain options, e.g. '--batch-size 16384'"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--logs", type=Path, help="write each launch's stderr here")
     args = parser.parse_args()
     results = []
     for ranks in (int(w) for w in args.ranks.split(",")):

@@ -184,7 +184,7 @@ def test_a_worker_rebuilds_each_layer_exactly(name, partitioned_run):
 
 # Two sharded ranks draw two seeded batch streams (each from its own users' positives), not
 # one process's stream, so they agree with one process statistically: on the demo, per-epoch
-# validation NDCG@20 within 0.004 and losses within 0.003 (measured); the test allows 0.01
+# validation NDCG@20 within 0.0043 and losses within 0.0026 (measured); the test allows 0.01
 # and 0.005. One sharded rank draws one process's stream: parameters agree to float rounding.
 SHARDED_NDCG_TOLERANCE = 0.01
 SHARDED_LOSS_TOLERANCE = 0.005
