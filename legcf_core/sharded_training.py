@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from legcf_core.schedule import decay_lr, follow_schedule
 from legcf_core.sharding import LocalRows, ShardOperator, interaction_chunks, read_own_rows
 from legcf_core.training import NegativeSampler, batch_count, train_epoch
 
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # users, items, negatives
 MAX_BATCHES_ENV = "LEGCF_SHARD_MAX_BATCHES"
 """Bench knob: train at most this many batches an epoch (bench/shard_memory.py), 0 or unset: all."""
 GATHER_ROWS = 65536
@@ -189,7 +191,8 @@ class ShardSampler:
         self.group, self.total = group, total
         self.limit = max_batches()
 
-    def batches(self, batch_size: int):
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """The epoch's global batches, as many on every rank (``batch_count`` of all positives)."""
         n, total = self.local.users.size, self.total
         order = self.local.rng.permutation(n)
         count = batch_count(total, batch_size)
@@ -198,7 +201,7 @@ class ShardSampler:
             users = self.local.users[chosen]
             yield self._gathered(users, self.local.items[chosen], self.local.sample_negatives(users))
 
-    def _gathered(self, users: np.ndarray, items: np.ndarray, negatives: np.ndarray):
+    def _gathered(self, users: np.ndarray, items: np.ndarray, negatives: np.ndarray) -> Batch:
         """The global batch: every rank's share, rank 0's first."""
         mine = torch.from_numpy(np.column_stack([users, items, negatives]).astype(np.int64))
         sizes = torch.zeros(self.group.world_size, dtype=torch.int64)
@@ -237,7 +240,7 @@ class ShardGroup:
         return self.own_sampler
 
     def step(
-        self, model: ShardedModel, batch: Any, optimizer: torch.optim.Optimizer, config: TrainConfig
+        self, model: ShardedModel, batch: Batch, optimizer: torch.optim.Optimizer, config: TrainConfig
     ) -> float:
         return sharded_step(model, batch, optimizer, config, self.group)
 
@@ -269,7 +272,7 @@ class ShardGroup:
 
 
 def sharded_step(
-    model: ShardedModel, batch: Any, optimizer: torch.optim.Optimizer, config: TrainConfig, group: Group
+    model: ShardedModel, batch: Batch, optimizer: torch.optim.Optimizer, config: TrainConfig, group: Group
 ) -> float:
     """One Adam step on the global ``batch`` through this rank's rows (module docstring); the loss."""
     users, items, negatives = batch
