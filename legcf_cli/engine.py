@@ -49,14 +49,14 @@ def device(name: str) -> Any:
 
 
 @contextmanager
-def training_device(name: str) -> Iterator[Any]:
+def training_device(name: str, shard: bool = False) -> Iterator[Any]:
     """The device a training command runs on. Launched by torchrun with several ranks, this
     joins their process group: rank 0 runs the command's body (and gets ``cuda:LOCAL_RANK``
     on GPUs); every other rank trains alongside it and exits without running the body."""
     from legcf_core import distributed
 
     chosen = device(name)
-    with distributed.training_processes(chosen) as group:
+    with distributed.training_processes(chosen, shard) as group:
         if group is None:
             yield chosen
             return

@@ -381,6 +381,14 @@ PlotDirOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+ShardOpt = Annotated[
+    bool,
+    typer.Option(
+        "--shard",
+        help="Sharded training (LEGCF on LightGCN, CPU): each torchrun rank holds only its rows of the "
+        "graph, S and P (docs/scaling.md).",
+    ),
+]
 OutputOpt = Annotated[
     Path | None,
     typer.Option(

@@ -80,6 +80,7 @@ class Group:
     control: Any = None  # the gloo group messages travel on (None: the default group)
     in_job: bool = False
     positives: int = 0  # training positives this rank took in the current job
+    sharded: bool = False  # --shard: each rank holds only its rows (legcf_core.sharded_training)
 
     @property
     def leader(self) -> bool:
@@ -96,6 +97,10 @@ class Group:
                 f"rank {self.rank} of {self.world_size} lost {who} while {what} ({_reason(exc)}); "
                 "the stage did not finish and the run directory keeps its last complete files: rerun it"
             ) from None
+
+    def guarded(self, what: str) -> Any:
+        """Another module's collective under this group's failure handling (one line on a lost rank)."""
+        return self._guard(what)
 
     # ------------------------------------------------------------ messages
 
@@ -130,6 +135,22 @@ class Group:
     def shard(self, n: int) -> slice:
         """This rank's contiguous slice of a batch of ``n`` positives."""
         return slice(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
+
+    def step(self, model: Any, batch: Any, optimizer: torch.optim.Optimizer, config: TrainConfig) -> float:
+        """One optimizer step on this process's slice of ``batch`` (:func:`parallel_step`)."""
+        from legcf_core.parallel_training import parallel_step
+
+        return parallel_step(model, batch, optimizer, config, self)
+
+    def sampler(self, train: sp.csr_matrix, negatives: int, seed: int) -> Any:
+        """The batches every process draws: the seed's stream over all of ``train``, as one process."""
+        from legcf_core.training import NegativeSampler
+
+        return NegativeSampler(train, negatives, seed)
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """How many processes trained the job just finished, and the positives each took."""
+        return {"world_size": self.world_size, "backend": self.backend, "rank_positives": self.end_job()}
 
     def sum_gradients(self, parameters: Sequence[torch.nn.Parameter], loss: float, positives: int) -> float:
         """Sum every parameter's gradient, and the batch loss, over the ranks (one all-reduce);
@@ -209,13 +230,13 @@ def begin_job(
     return group
 
 
-def processes_entry(group: Group | None, positives: int) -> dict[str, Any]:
+def processes_entry(group: Any, positives: int) -> dict[str, Any]:
     """What a training stage's manifest entry records of its processes: how many, and the
     positives each trained on (gathered from the ranks themselves, so a run that only
     looked distributed shows)."""
     if group is None:
         return {"world_size": 1, "rank_positives": [positives]}
-    return {"world_size": group.world_size, "backend": group.backend, "rank_positives": group.end_job()}
+    return group.manifest_entry()
 
 
 def serve(group: Group) -> bool:
@@ -228,6 +249,11 @@ def serve(group: Group) -> bool:
         header, arrays = group.receive("waiting for rank 0's next training job")
         if header["op"] == "stop":
             return bool(header["ok"])
+        if header["op"] == "shard":
+            from legcf_core.sharded_training import follow_shard
+
+            follow_shard(group, header, arrays)
+            continue
         model, train, config = rebuild(header, arrays)
         group.positives, group.in_job = 0, True
         n_users = train.shape[0]
@@ -267,12 +293,15 @@ def _layer_class(path: str) -> Any:
     return kind
 
 
-def join(device: torch.device) -> Group | None:
+def join(device: torch.device, shard: bool = False) -> Group | None:
     """Join the process group torchrun describes in the environment (None for one process).
-    On GPUs each rank takes ``cuda:LOCAL_RANK`` and trains over NCCL; on the CPU over gloo."""
+    On GPUs each rank takes ``cuda:LOCAL_RANK`` and trains over NCCL; on the CPU over gloo.
+    ``shard`` (sharded training, CPU only) makes a group even of one process."""
     size = world_size()
-    if size <= 1:
+    if size <= 1 and not shard:
         return None
+    if shard and device.type == "cuda":
+        raise DistributedError("sharded training (--shard) runs on the CPU over gloo; add --device cpu")
     rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if device.type == "cuda":
         device = torch.device("cuda", local)
@@ -280,14 +309,17 @@ def join(device: torch.device) -> Group | None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT)))
     try:
-        dist.init_process_group(backend, timeout=timeout)
+        if size <= 1:  # sharded, one process: the same collectives, over a group of one
+            dist.init_process_group(backend, timeout=timeout, store=dist.HashStore(), rank=0, world_size=1)
+        else:
+            dist.init_process_group(backend, timeout=timeout)
         control = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
     except (RuntimeError, ValueError) as exc:
         raise DistributedError(
             f"cannot join the {size} training processes ({_reason(exc)}); launch with torchrun, "
             "which sets MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE"
         ) from None
-    return Group(rank, size, backend, device, control)
+    return Group(rank, size, backend, device, control, sharded=shard)
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -301,7 +333,7 @@ def _terminated(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def training_processes(device: torch.device) -> Iterator[Group | None]:
+def training_processes(device: torch.device, shard: bool = False) -> Iterator[Group | None]:
     """The process group of a training command, for its length (None for one process).
 
     Rank 0 tells the workers to stop when the command ends (unless a job broke
@@ -312,7 +344,7 @@ def training_processes(device: torch.device) -> Iterator[Group | None]:
     first error is the one printed.
     """
     global _ACTIVE, _FAILING
-    group = join(device)
+    group = join(device, shard)
     if group is None:
         yield None
         return

@@ -50,3 +50,22 @@ def keep_freed_memory() -> bool:
     if not (ok_mmap and ok_trim):
         logger.debug("mallopt refused: mmap=%s trim=%s", ok_mmap, ok_trim)
     return bool(ok_mmap and ok_trim)
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's freed blocks back to the OS now (glibc ``malloc_trim``).
+
+    :func:`keep_freed_memory` keeps them for the next batch's temporaries; sharded
+    training calls this once its setup's temporaries (reading its rows, normalizing
+    them) are freed, so that they do not count in its memory per rank. Returns
+    whether it ran (False off glibc).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True

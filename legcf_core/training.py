@@ -162,11 +162,7 @@ def train_epoch(
     """One pass over all training positives; returns the mean batch loss. With ``parallel``,
     this process trains on its share of every batch
     (:func:`~legcf_core.parallel_training.parallel_step`)."""
-    step = local_step
-    if parallel is not None:
-        from legcf_core.parallel_training import parallel_step
-
-        step = functools.partial(parallel_step, parallel=parallel)
+    step = local_step if parallel is None else parallel.step
     total, batches = 0.0, 0
     for batch in sampler.batches(config.batch_size):
         value = step(model, batch, optimizer, config)
@@ -238,7 +234,7 @@ def fit(
     (rank 0) the workers train alongside (:func:`~legcf_core.parallel_training.follow`).
     """
     torch.manual_seed(config.seed)
-    sampler = NegativeSampler(train, config.negatives, config.seed)
+    sampler = (parallel.sampler if parallel else NegativeSampler)(train, config.negatives, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if baseline is None or valid is None:
         best = TrainResult(model.state(), model.assignment, {VALIDATION_METRIC: -1.0}, 0)

@@ -56,6 +56,7 @@ from legcf_cli.options import (
     RunDirArg,
     SeedOpt,
     SeenOpt,
+    ShardOpt,
     SizingBudgetOpt,
     SizingDimOpt,
     SolverOpt,
@@ -211,6 +212,7 @@ def pretrain(
     budget: BudgetOpt = None,
     seed: SeedOpt = TRAIN.seed,
     device: DeviceOpt = AUTO,
+    shard: ShardOpt = False,
 ) -> None:
     """Learn the embedding layer (LEGCF: the codebook with S fixed; PEP: prune to the budget);
     keep the best on validation NDCG@20."""
@@ -220,7 +222,7 @@ def pretrain(
     config = PretrainConfig(dim, layers, train, embedding.value, backbone.value, budget)
     config.check()
     core = engine.stages()
-    with engine.training_device(device) as chosen, open_reporter(ctx) as reporter:
+    with engine.training_device(device, shard) as chosen, open_reporter(ctx) as reporter:
         metrics = core.pretrain(engine.run_dir(run_dir), config, chosen, reporter)
     print_mapping("pretrain (best on valid)", metrics)
 
@@ -242,12 +244,14 @@ def refine(
     lr_schedule: LrScheduleOpt = REFINE.train.lr_schedule,
     seed: SeedOpt = REFINE.train.seed,
     device: DeviceOpt = AUTO,
+    shard: ShardOpt = False,
 ) -> None:
     """LEGCF: alternate training with assignment updates (--solver) every m epochs.
     PEP: retrain the pruned table from its initial values."""
     core = engine.stages()
     run = engine.run_dir(run_dir)
-    with engine.training_device(device) as chosen:  # only rank 0 goes on: workers need no run directory
+    # only rank 0 goes on: workers need no run directory
+    with engine.training_device(device, shard) as chosen:
         lr, batch_size = lr_and_batch(*core.trained_layer(run), lr, batch_size)
         shared = (batch_size, negatives, lr, l2, patience, eval_every)
         train = training(epochs, *shared, lr_decay, seed, lr_schedule.value, eval_users)
@@ -391,6 +395,7 @@ def run(
     time_col: TimeColOpt = None,
     min_rating: MinRatingOpt = None,
     device: DeviceOpt = AUTO,
+    shard: ShardOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """All stages in order with one config; prints test metrics and model size. Each layer runs
@@ -405,7 +410,7 @@ def run(
     prepare_config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
     read = reading(user_col, item_col, rating_col, time_col, min_rating)
     options = {"protocol": prepare_config, "read": read}  # run_all checks every config before writing
-    with engine.training_device(device) as chosen, open_reporter(ctx) as reporter:
+    with engine.training_device(device, shard) as chosen, open_reporter(ctx) as reporter:
         run, stages = engine.run_dir(run_dir), (partition_config, pretrain_config, refine_config)
         summary = engine.stages().run_all(
             run, data or demo_dataset(), *stages, chosen, test_fraction, reporter, **options

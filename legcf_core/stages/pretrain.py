@@ -21,11 +21,11 @@ from legcf_core.errors import ConfigError
 from legcf_core.layers import LayerSize
 from legcf_core.model import StoredModel, new_backbone
 from legcf_core.progress import Reporter, SilentReporter
-from legcf_core.registry import backbone_entry, layer_type
+from legcf_core.registry import layer_type
 from legcf_core.sizing import choose_codebook, legcf_params
 from legcf_core.stages.inputs import load_data, load_initial_assignment
 from legcf_core.stages.record import record_stage, rounded
-from legcf_core.stages.session import Session, history_rows
+from legcf_core.stages.session import Session, history_rows, refuse_unshardable
 
 
 def pretrain(
@@ -35,7 +35,7 @@ def pretrain(
     reporter = reporter or SilentReporter()
     config.check()
     kind = layer_type(config.embedding)
-    backbone_entry(config.backbone)  # an unknown backbone fails before any work
+    refuse_unshardable(kind, config.backbone)  # an unknown backbone, or one --shard cannot train, fails first
     config = with_dim(run, config, kind.uses_partition)
     with run.writing("pretrain"):
         data = load_data(run)
@@ -55,7 +55,7 @@ def pretrain(
             reporter.note(
                 f"{config.embedding} budget {size.budget:,} parameters ({budget_source(run, config)}){chosen}"
             )
-        trained = model.layer.pretrain(Session(model, data, config.train, device, reporter, "pretrain"))
+        trained = model.layer.pretrain(Session(model, data, config.train, device, reporter, "pretrain", run))
         model.layer = trained.layer
         digest = run.load_manifest()["dataset"]["fingerprint"]
         meta = art.header(model.layer.stored_kind, dataset=digest, **model.header())

@@ -40,7 +40,7 @@ def refine(
         baseline = (pretrain_valid, pretrained.state(), pretrained.layer.assignment)
         started = time.perf_counter()
         update_every = config.update_every if start_layer.updates_assignment else None
-        session = Session(model, data, config.train, device, reporter, "refine")
+        session = Session(model, data, config.train, device, reporter, "refine", run)
         result = session.train(start_layer, update_every, baseline)
         improved = kept_refine(data.validation, result.best_epoch, pretrain_valid, reporter)
         kept = "refine" if improved is not False else "pretrain"

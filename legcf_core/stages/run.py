@@ -19,7 +19,7 @@ from legcf_core.config import (
 )
 from legcf_core.partition import check_sizes
 from legcf_core.progress import Reporter, SilentReporter
-from legcf_core.registry import backbone_entry, layer_type
+from legcf_core.registry import layer_type
 from legcf_core.sizing import choose_codebook
 from legcf_core.stages.evaluate import evaluate_run
 from legcf_core.stages.export import export
@@ -27,6 +27,7 @@ from legcf_core.stages.partition import partition
 from legcf_core.stages.prepare import prepare_as
 from legcf_core.stages.pretrain import pretrain
 from legcf_core.stages.refine import refine
+from legcf_core.stages.session import refuse_unshardable
 
 
 def run_all(
@@ -62,7 +63,7 @@ def run_all(
         config.check()  # every setting, before any file is written
     if kind.refines:
         refine_config.check()
-    backbone_entry(pretrain_config.backbone)
+    refuse_unshardable(kind, pretrain_config.backbone)
     with run.writing("run", create=True):  # one lock over every stage
         prepared = prepare_as(run, data_path, protocol, reporter, read)
         if kind.uses_partition:

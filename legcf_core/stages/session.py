@@ -16,10 +16,11 @@ import torch
 
 from legcf_core.config import VALIDATION_METRIC, TrainConfig
 from legcf_core.data import Interactions
-from legcf_core.distributed import begin_job, processes_entry
+from legcf_core.distributed import active, begin_job, processes_entry
 from legcf_core.layers import EmbeddingLayer, Trained
 from legcf_core.model import StoredModel, trainable
 from legcf_core.progress import Reporter, Task
+from legcf_core.registry import backbone_entry, backbone_type
 from legcf_core.training import EpochLog, TrainResult, batch_count, fit, prune, validate
 
 Baseline = tuple[dict[str, float], dict[str, torch.Tensor], Any]  # valid metrics, state, S
@@ -36,8 +37,10 @@ class Session:
         device: torch.device,
         reporter: Reporter,
         label: str,
+        run: Any = None,
     ) -> None:
         self.model = model
+        self.run = run  # the run directory: sharded training's ranks read their rows from it
         self.data = data
         self.config = config
         self.device = device
@@ -67,9 +70,13 @@ class Session:
     ) -> TrainResult:
         """:func:`~legcf_core.training.fit` with progress; installs the best state in the model.
         Launched by torchrun, the other ranks train alongside (:mod:`legcf_core.distributed`)."""
-        model = self._trainable(layer)
-        self.note_sample()
-        parallel = begin_job(self.model, self.data.train, self.config, update_every)
+        group = active()
+        if group is not None and group.sharded:
+            model, parallel = self._sharded_job(layer, update_every, group)
+        else:
+            model = self._trainable(layer)
+            self.note_sample()
+            parallel = begin_job(self.model, self.data.train, self.config, update_every)
         with _Progress(self.reporter, self.label, self.config, self.data.train.nnz) as progress:
             result = fit(
                 model,
@@ -86,8 +93,24 @@ class Session:
         self.model.load_state(result.best_state, result.best_assignment)
         return result
 
+    def _sharded_job(self, layer: EmbeddingLayer, update_every: int | None, group: Any) -> tuple[Any, Any]:
+        """``--shard``: every rank builds and trains its rows of P (:mod:`legcf_core.sharded_training`)."""
+        from legcf_core.sharded_training import begin_sharded, check_shardable
+        from legcf_core.stages.inputs import load_partition_parts
+
+        check_shardable(type(layer), type(self.model.backbone))
+        self.model.layer = layer
+        self.note_sample()
+        parts = load_partition_parts(self.run, self.data.n_entities)
+        return begin_sharded(self.model, self.run, self.data, self.config, update_every, parts, group)
+
     def prune(self, layer: EmbeddingLayer, budget: int) -> Trained:
         """PEP's pruning phase with progress; the layer keeps its last state."""
+        group = active()
+        if group is not None and group.sharded:
+            from legcf_core.sharded_training import check_shardable
+
+            check_shardable(type(layer), type(self.model.backbone))
         model = self._trainable(layer)
         parallel = begin_job(self.model, self.data.train, self.config, None)
         with _Progress(self.reporter, "prune", self.config, self.data.train.nnz) as progress:
@@ -124,6 +147,17 @@ class Session:
         return validate(
             self._trainable(layer), self.data.train, self.valid, self.config.eval_users, self.config.seed
         )
+
+
+def refuse_unshardable(layer: type, backbone: str) -> None:
+    """Before any work: an unknown backbone fails, and under ``--shard`` so does a layer or
+    backbone that sharded training cannot train (one line, not after prepare and partition)."""
+    backbone_entry(backbone)
+    group = active()
+    if group is not None and group.sharded:
+        from legcf_core.sharded_training import check_shardable
+
+        check_shardable(layer, backbone_type(backbone))
 
 
 class _Progress:
