@@ -11,8 +11,8 @@ comes from one of two targets:
   510, ...) at which N·D / (c·d + N·t) is at least R. The round number is the
   paper's habit (c = 500, 1000, 2000) and it makes Gowalla's default at d = 128
   exactly the paper's c = 500: the largest c at 44x is 503 there (44.003x), and
-  500 gives 44.09x; at LEGCF's default d = 64 it is c = 1000, the same
-  205,678 parameters. Below 100 every integer has two significant digits.
+  500 gives 44.09x; at d = 64 it is c = 1000, the same 205,678
+  parameters. Below 100 every integer has two significant digits.
 - ``--budget P``: the largest c with c·d + N·t <= P.
 
 Either way c is at least t (each entity needs t distinct meta-embeddings) and
