@@ -37,11 +37,12 @@ def stage_commands(run: Path, data: Path, args: argparse.Namespace) -> dict[str,
     """The legcf command line of each stage."""
     sample = ["--eval-users", str(args.eval_users)]
     train = ["--device", "cpu", *sample, *args.train_options.split()]
+    refining = [*train, "--solver", args.solver] if args.solver else train
     return {
         "prepare": ["prepare", str(run), "--data", str(data)],
         "partition": ["partition", str(run), "-c", str(args.codebook), "-t", "2"],
         "pretrain": ["pretrain", str(run), "--epochs", str(args.pretrain_epochs), *train],
-        "refine": ["refine", str(run), "--epochs", str(args.refine_epochs), "--update-every", "1", *train],
+        "refine": ["refine", str(run), "--epochs", str(args.refine_epochs), "--update-every", "1", *refining],
         "evaluate": ["evaluate", str(run), "--json", "--device", "cpu", *sample],
         "export": ["export", str(run), "--json"],
         "inspect": ["inspect", str(run), "--json"],
@@ -103,6 +104,7 @@ def measure(millions: float, args: argparse.Namespace) -> dict:
     test = next(v for k, v in stages["evaluate"]["results"].items() if k.endswith("/test"))
     entry["epoch_seconds"] = pre["train_seconds"]
     entry["update_seconds"] = ref["update_seconds"]
+    entry["solver"] = stages["refine"]["config"]["solver"]
     entry["valid_seconds"] = pre["valid_seconds"]
     entry["eval_seconds_per_1000_users"] = round(1000 * test["seconds"] / test["users"], 3)
     entry["test_ndcg@20"] = test["ndcg@20"]
@@ -151,6 +153,7 @@ def main() -> None:
     parser.add_argument("--refine-epochs", type=int, default=1)
     parser.add_argument("--eval-users", type=int, default=10_000)
     parser.add_argument("--train-options", default="", help="More pretrain/refine options, e.g. '--lr 0.1'.")
+    parser.add_argument("--solver", help="Refine's solver; the table used pinv.")
     parser.add_argument("--table", action="store_true", help="Only print the table of what was measured.")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
