@@ -19,6 +19,8 @@ from typing import Any
 
 import typer
 
+from legcf_core.progress import SilentTask
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -56,17 +58,6 @@ def open_reporter(ctx: typer.Context) -> Any:
     return PlainReporter()
 
 
-class _Quiet:
-    def advance(self, steps: float = 1, **fields: Any) -> None:
-        pass
-
-    def update(self, **fields: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 class QuietReporter:
     """Shows nothing."""
 
@@ -76,8 +67,8 @@ class QuietReporter:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def task(self, description: str, total: float | None, **fields: Any) -> _Quiet:
-        return _Quiet()
+    def task(self, description: str, total: float | None, **fields: Any) -> SilentTask:
+        return SilentTask()
 
     def note(self, message: str) -> None:
         pass
@@ -90,7 +81,7 @@ def _line(message: str) -> None:
     typer.echo(message, err=True)
 
 
-class _PlainTask(_Quiet):
+class _PlainTask(SilentTask):
     def __init__(self, description: str, total: float | None) -> None:
         self.description = description
         self.started = time.perf_counter()

@@ -25,7 +25,9 @@ class Reporter(Protocol):
     def log(self, message: str) -> None: ...
 
 
-class _SilentTask:
+class SilentTask:
+    """A task that shows nothing: what silent and quiet reporters hand out."""
+
     def advance(self, steps: float = 1, **fields: Any) -> None:
         pass
 
@@ -44,7 +46,7 @@ class SilentReporter:
         self.lines: list[str] = []
 
     def task(self, description: str, total: float | None, **fields: Any) -> Task:
-        return _SilentTask()
+        return SilentTask()
 
     def note(self, message: str) -> None:
         self.notes.append(message)
