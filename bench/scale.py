@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--refine-epochs", type=int, default=1)
     parser.add_argument("--eval-users", type=int, default=10_000)
     parser.add_argument("--train-options", default="", help="More pretrain/refine options, e.g. '--lr 0.1'.")
-    parser.add_argument("--solver", help="Refine's solver; the table used pinv.")
+    parser.add_argument("--solver", help="Refine's solver (default: legcf's own).")
     parser.add_argument("--table", action="store_true", help="Only print the table of what was measured.")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
