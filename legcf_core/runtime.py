@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from typing import Any
 
 import torch
 
@@ -37,13 +38,8 @@ def keep_freed_memory() -> bool:
     page faults again, which doubled epoch and evaluation time here. Returns
     whether the settings took effect (False off glibc).
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
     ok_mmap = mallopt(_M_MMAP_THRESHOLD, 1 << 30)
     ok_trim = mallopt(_M_TRIM_THRESHOLD, 1 << 30)
@@ -60,12 +56,20 @@ def release_freed_memory() -> bool:
     them) are freed, so that they do not count in its memory per rank. Returns
     whether it ran (False off glibc).
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
+    trim = _glibc("malloc_trim")
+    if trim is None:
         return False
     trim(0)
     return True
+
+
+def _glibc(symbol: str) -> Any:
+    """The C library's function ``symbol``, or None where there is no such library or function
+    (off glibc)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return getattr(ctypes.CDLL(name), symbol)
+    except (OSError, AttributeError):
+        return None

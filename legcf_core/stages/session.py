@@ -106,11 +106,7 @@ class Session:
 
     def prune(self, layer: EmbeddingLayer, budget: int) -> Trained:
         """PEP's pruning phase with progress; the layer keeps its last state."""
-        group = active()
-        if group is not None and group.sharded:
-            from legcf_core.sharded_training import check_shardable
-
-            check_shardable(type(layer), type(self.model.backbone))
+        check_if_sharded(type(layer), type(self.model.backbone))
         model = self._trainable(layer)
         parallel = begin_job(self.model, self.data.train, self.config, None)
         with _Progress(self.reporter, "prune", self.config, self.data.train.nnz) as progress:
@@ -153,11 +149,16 @@ def refuse_unshardable(layer: type, backbone: str) -> None:
     """Before any work: an unknown backbone fails, and under ``--shard`` so does a layer or
     backbone that sharded training cannot train (one line, not after prepare and partition)."""
     backbone_entry(backbone)
+    check_if_sharded(layer, backbone_type(backbone))
+
+
+def check_if_sharded(layer: type, backbone: type) -> None:
+    """Under ``--shard``, refuse a layer or backbone that sharded training cannot train."""
     group = active()
     if group is not None and group.sharded:
         from legcf_core.sharded_training import check_shardable
 
-        check_shardable(layer, backbone_type(backbone))
+        check_shardable(layer, backbone)
 
 
 class _Progress:
