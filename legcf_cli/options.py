@@ -82,6 +82,7 @@ FLAG_NAMES = {
     "per_entity": "--per-entity",
     "anchor_weight": "--anchor-weight",
     "init": "--init",
+    "teacher": "--teacher",
     "dim": "--dim",
     "layers": "--layers",
     "embedding": "--embedding",
@@ -247,7 +248,21 @@ PerEntityOpt = Annotated[
 AnchorOpt = Annotated[
     float, typer.Option("--anchor-weight", min=0.0, max=1.0, help="w*: initial weight of the anchor.")
 ]
-InitOpt = Annotated[Init, typer.Option("--init", help="Initial anchors: a METIS or a random partition.")]
+InitOpt = Annotated[
+    Init,
+    typer.Option(
+        "--init",
+        help="Initial S: METIS or random anchors, or S and the codebook coded from --teacher's table.",
+    ),
+]
+TeacherOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--teacher",
+        help="A run trained on the same data (a full table, say): LEGCF starts from its table, coded "
+        "as S and a codebook. Implies --init teacher.",
+    ),
+]
 
 # ---------------------------------------------------------------- model
 

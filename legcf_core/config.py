@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from legcf_core.errors import ConfigError
 
-INITS = ("metis", "random")
+INITS = ("metis", "random", "teacher")
 SPLITS = ("valid", "test")
 # How prepare holds out test: "auto" is "files" for a directory of train/test files and
 # "random" for one file; "time" takes each user's latest interactions (needs a time column).
@@ -152,12 +152,17 @@ class PartitionConfig:
     compression: float | None = None  # target full/LEGCF parameter ratio; None: DEFAULT_COMPRESSION
     budget: int | None = None  # LEGCF's parameters c*d + N*t at most this
     dim: int = DEFAULT_DIM  # the d that c is sized at
+    teacher: str | None = None  # init "teacher": the trained run whose table S0 and M0 are coded from
 
     def check(self) -> None:
-        """What needs no data: c, t >= 1, t <= c, w* in range, a known init, the seed's range,
-        one sizing target at most."""
+        """What needs no data: c, t >= 1, t <= c, w* in range, a known init (a teacher with
+        init "teacher" only), the seed's range, one sizing target at most."""
         if self.init not in INITS:
-            raise ConfigError("init", f"{self.init!r} is unknown; expected {' or '.join(INITS)}")
+            raise ConfigError("init", f"{self.init!r} is unknown; expected {', '.join(INITS)}")
+        if (self.init == "teacher") != (self.teacher is not None):
+            if self.teacher is None:
+                raise ConfigError("init", "teacher needs --teacher RUN, a run trained on the same data")
+            raise ConfigError("init", f"is {self.init}; --teacher needs --init teacher")
         for name, symbol in (("codebook_size", "c"), ("per_entity", "t")):
             value = getattr(self, name)
             if value is not None and _integer(name, value) < 1:

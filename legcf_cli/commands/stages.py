@@ -32,6 +32,7 @@ from legcf_cli.options import (
     EvalUsersOpt,
     FitRoundsOpt,
     HoldoutOpt,
+    Init,
     InitOpt,
     ItemColOpt,
     JsonOpt,
@@ -61,6 +62,7 @@ from legcf_cli.options import (
     SizingDimOpt,
     SolverOpt,
     SplitOpt,
+    TeacherOpt,
     TestFractionOpt,
     TimeColOpt,
     UpdateOpt,
@@ -179,17 +181,33 @@ def partition(
     compression: CompressionOpt = None,
     budget: SizingBudgetOpt = None,
     dim: SizingDimOpt = PARTITION.dim,
+    teacher: TeacherOpt = None,
 ) -> None:
     """Initial assignment S from a METIS (or random) partition into c parts (c sized to the
-    data unless -c is given)."""
-    config = PartitionConfig(
-        codebook_size, per_entity, anchor_weight, init.value, seed, compression, budget, dim
+    data unless -c is given), or S and a starting codebook coded from a teacher run's table."""
+    config = partitioning(
+        codebook_size, per_entity, anchor_weight, init, teacher, seed, (compression, budget, dim)
     )
     config.check()
     core = engine.stages()
     with open_reporter(ctx) as reporter:
         metrics = core.partition(engine.run_dir(run_dir), config, reporter)
     print_mapping("partition", metrics)
+
+
+def partitioning(
+    codebook_size: int | None,
+    per_entity: int,
+    anchor_weight: float,
+    init: Init,
+    teacher: Path | None,
+    seed: int,
+    sizing: tuple[float | None, int | None, int],
+) -> PartitionConfig:
+    """The partition config; --teacher implies --init teacher where --init was left at its default."""
+    chosen = "teacher" if teacher is not None and init.value == PARTITION.init else init.value
+    source = None if teacher is None else str(teacher)
+    return PartitionConfig(codebook_size, per_entity, anchor_weight, chosen, seed, *sizing, source)
 
 
 def pretrain(
@@ -364,6 +382,7 @@ def run(
     per_entity: PerEntityOpt = PARTITION.per_entity,
     anchor_weight: AnchorOpt = PARTITION.anchor_weight,
     init: InitOpt = PARTITION.init,
+    teacher: TeacherOpt = None,
     compression: CompressionOpt = None,
     dim: DimOpt = PRETRAIN.dim,
     layers: LayersOpt = PRETRAIN.layers,
@@ -398,18 +417,17 @@ def run(
     shard: ShardOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """All stages in order with one config; prints test metrics and model size. Each layer runs
-    the stages it has; one sized by budget gets LEGCF's at c and t unless --budget is given."""
+    """All stages in order with one config; prints test metrics and model size; each layer runs its stages."""
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
     shared, sizing = (batch_size, negatives, lr, l2, patience, eval_every), (compression, budget, dim)
-    partition_config = PartitionConfig(codebook_size, per_entity, anchor_weight, init.value, seed, *sizing)
+    partition_config = partitioning(codebook_size, per_entity, anchor_weight, init, teacher, seed, sizing)
     pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed, lr_schedule.value, eval_users)
     pretrain_config = PretrainConfig(dim, layers, pretrain_train, embedding.value, backbone.value, budget)
     refine_train = training(refine_epochs, *shared, refine_lr_decay, seed, lr_schedule.value, eval_users)
     refine_config = RefineConfig(update_every, refine_train, solver.value)
-    prepare_config = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
+    protocol = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
     read = reading(user_col, item_col, rating_col, time_col, min_rating)
-    options = {"protocol": prepare_config, "read": read}  # run_all checks every config before writing
+    options = {"protocol": protocol, "read": read}  # run_all checks every config before writing
     with engine.training_device(device, shard) as chosen, open_reporter(ctx) as reporter:
         run, stages = engine.run_dir(run_dir), (partition_config, pretrain_config, refine_config)
         summary = engine.stages().run_all(

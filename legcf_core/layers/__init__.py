@@ -36,6 +36,7 @@ class LayerSize:
     budget: int | None = None  # numbers the layer may store (layers sized by budget)
     assignment: sp.csr_matrix | None = None  # S0, for layers that use the partition
     per_entity: int = 0  # t, for layers that use the partition
+    codebook: np.ndarray | None = None  # a starting codebook the partition holds (coded from a teacher)
 
 
 @dataclass(frozen=True)

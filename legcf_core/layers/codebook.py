@@ -99,6 +99,8 @@ class CodebookLayer(EmbeddingLayer):
 
     @classmethod
     def create(cls, size: LayerSize) -> CodebookLayer:
+        if size.codebook is not None:
+            return cls(torch.from_numpy(size.codebook), size.assignment, size.per_entity)
         codebook_size = size.assignment.shape[1]
         return cls(xavier_uniform(codebook_size, size.dim, size.seed), size.assignment, size.per_entity)
 

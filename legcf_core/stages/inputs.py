@@ -11,12 +11,14 @@ import scipy.sparse as sp
 from legcf_core import artifacts as art
 from legcf_core.config import VALIDATIONS, check_model_choice
 from legcf_core.data import Interactions
-from legcf_core.errors import ArtifactError
+from legcf_core.errors import ArtifactError, ConfigError
 from legcf_core.model import StoredModel, stored_model_from_arrays
 from legcf_core.progress import Reporter
 from legcf_core.tokens import read_ids
 
 SPLITS = ("train", "valid", "test")
+CODEBOOK_TENSOR = "codebook"
+"""The partition file's starting codebook (c x d, float32), there only when a teacher was coded."""
 
 
 def load_data(run: art.RunDir) -> Interactions:
@@ -53,6 +55,23 @@ def load_initial_assignment(run: art.RunDir, n_entities: int) -> tuple[sp.csr_ma
         c = art.header_int(meta, "codebook_size", 1, n_entities)
         assignment = art.csr_from_arrays("assignment", tensors, (n_entities, c), with_data=True)
     return assignment.astype(np.float32), entry["config"]
+
+
+def load_initial_codebook(run: art.RunDir, codebook_size: int, dim: int) -> np.ndarray | None:
+    """The starting codebook M0 (c x d) a teacher's coding left in the partition file; None
+    after METIS or random anchors, whose codebook starts random."""
+    tensors, meta = _read_partition(run)
+    if CODEBOOK_TENSOR not in tensors:
+        return None
+    path = run.file(art.PARTITION_FILE)
+    with art.checked(path):
+        width = art.header_int(meta, "dim", 1)
+        codebook = art.require(tensors, CODEBOOK_TENSOR, "float32", (codebook_size, width))
+    if width != dim:
+        raise ConfigError(
+            "dim", f"is {dim}, the partition's starting codebook is {width} wide; give --dim {width}"
+        )
+    return np.array(codebook)
 
 
 def load_partition_parts(run: art.RunDir, n_entities: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Partition: the initial assignment S0 from METIS (or random) anchors (Section 3.4)."""
+"""Partition: the initial assignment S0 from METIS (or random) anchors (Section 3.4), or S0 and
+a starting codebook coded from a trained teacher's table."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from legcf_core import artifacts as art
 from legcf_core.config import PartitionConfig
@@ -20,43 +22,39 @@ from legcf_core.partition import (
 )
 from legcf_core.progress import Reporter, SilentReporter
 from legcf_core.sizing import CodebookChoice, choose_codebook
-from legcf_core.stages.inputs import load_data
+from legcf_core.stages.inputs import CODEBOOK_TENSOR, load_data
 from legcf_core.stages.record import record_stage
+from legcf_core.stages.teacher import Teacher, load_teacher
+from legcf_core.table_coding import code_table
 
 
 def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Anchors from a METIS (or random) partition into c parts, then S0; writes the CSR file.
+    """Anchors from a METIS (or random) partition into c parts, then S0; or S0 and a starting
+    codebook coded from a teacher's table (``init = "teacher"``). Writes the CSR file.
     Without ``config.codebook_size``, c is sized to the data (:mod:`legcf_core.sizing`)."""
     reporter = reporter or SilentReporter()
     config.check()
     with run.writing("partition"):
         data = load_data(run)
+        teacher = load_teacher(run, config, data.n_entities) if config.init == "teacher" else None
         choice = sized(config, data.n_entities, reporter)
         config = replace(config, codebook_size=choice.size)
         check_sizes(data.n_entities, config.codebook_size, config.per_entity)
         check_anchor_weight(config.anchor_weight, config.per_entity)
         started = time.perf_counter()
         task = reporter.task(f"{config.init} partition into {config.codebook_size} parts", None)
-        if config.init == "metis":
-            parts = metis_partition(bipartite_adjacency(data.train), config.codebook_size, config.seed)
+        if teacher is not None:
+            tensors, metrics = teacher_start(teacher, config)
         else:
-            parts = random_partition(data.n_entities, config.codebook_size, config.seed)
+            tensors, metrics = anchored_start(data.train, data.n_entities, config)
         task.close()
-        assignment = initial_assignment(
-            parts.parts, config.codebook_size, config.per_entity, config.anchor_weight, config.seed
-        )
-        sizes = np.bincount(parts.parts, minlength=config.codebook_size)
-        metrics = {
-            "edge_cut": parts.edge_cut,
-            "edges": int(data.train.nnz),
-            "balance": round(float(sizes.max() / sizes.mean()), 4),
-            "empty_parts": int((sizes == 0).sum()),
-        }
         digest = run.load_manifest()["dataset"]["fingerprint"]
-        tensors = {"parts": parts.parts, **art.csr_arrays("assignment", assignment)}
         recorded = {k: v for k, v in asdict(config).items() if v is not None}
         meta = art.header("assignment", dataset=digest, chosen_by=choice.rule, **recorded)
+        if teacher is not None:
+            meta["teacher_model"] = teacher.digest
         out = art.write_tensors(run.file(art.PARTITION_FILE), tensors, meta)
+        extra = {"teacher": teacher.record()} if teacher is not None else {}
         record_stage(
             run,
             "partition",
@@ -66,8 +64,65 @@ def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | Non
             metrics=metrics,
             started=started,
             codebook=choice.record(),
+            **extra,
         )
         return {"codebook_size": choice.size, "chosen_by": choice.rule, **metrics}
+
+
+def anchored_start(train: sp.csr_matrix, n_entities: int, config: PartitionConfig) -> tuple[dict, dict]:
+    """S0 from METIS (or random) anchors with w*, and the partition's quality."""
+    assert config.codebook_size is not None
+    if config.init == "metis":
+        parts = metis_partition(bipartite_adjacency(train), config.codebook_size, config.seed)
+    else:
+        parts = random_partition(n_entities, config.codebook_size, config.seed)
+    assignment = initial_assignment(
+        parts.parts, config.codebook_size, config.per_entity, config.anchor_weight, config.seed
+    )
+    sizes = np.bincount(parts.parts, minlength=config.codebook_size)
+    metrics = {
+        "edge_cut": parts.edge_cut,
+        "edges": int(train.nnz),
+        "balance": round(float(sizes.max() / sizes.mean()), 4),
+        "empty_parts": int((sizes == 0).sum()),
+    }
+    return {"parts": parts.parts, **art.csr_arrays("assignment", assignment)}, metrics
+
+
+def teacher_start(teacher: Teacher, config: PartitionConfig) -> tuple[dict, dict]:
+    """S0 and the starting codebook coded from the teacher's rows; each entity's anchor (its
+    ``parts`` entry) is its largest code."""
+    assert config.codebook_size is not None
+    code = code_table(teacher.rows, config.codebook_size, config.per_entity, seed=config.seed)
+    s = code.assignment
+    anchors = np.zeros(s.shape[0], dtype=np.int64)
+    has = np.diff(s.indptr) > 0
+    anchors[has] = s.indices[s.indptr[:-1][has] + segment_argmax(s)[has]]
+    used = np.unique(s.indices).size
+    metrics = {
+        "coding_error": round(code.relative_error, 4),
+        "codes_used": int(used),
+        "revived": code.revived,
+        "nonzeros": int(s.nnz),
+    }
+    tensors = {"parts": anchors, **art.csr_arrays("assignment", s), CODEBOOK_TENSOR: code.codebook.numpy()}
+    return tensors, metrics
+
+
+def segment_argmax(s: sp.csr_matrix) -> np.ndarray:
+    """Per row, the position (within the row) of its largest stored weight; 0 for an empty row."""
+    out = np.zeros(s.shape[0], dtype=np.int64)
+    counts = np.diff(s.indptr)
+    has = np.flatnonzero(counts > 0)
+    if has.size == 0:
+        return out
+    row_of = np.repeat(np.arange(s.shape[0]), counts)
+    row_max = np.full(s.shape[0], -np.inf, dtype=np.float64)
+    row_max[has] = np.maximum.reduceat(s.data.astype(np.float64), s.indptr[:-1][has])
+    hits = np.flatnonzero(s.data == row_max[row_of])
+    rows, first = np.unique(row_of[hits], return_index=True)
+    out[rows] = hits[first] - s.indptr[rows]
+    return out
 
 
 def sized(config: PartitionConfig, n_entities: int, reporter: Reporter) -> CodebookChoice:

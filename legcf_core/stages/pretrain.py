@@ -23,7 +23,7 @@ from legcf_core.model import StoredModel, new_backbone
 from legcf_core.progress import Reporter, SilentReporter
 from legcf_core.registry import layer_type
 from legcf_core.sizing import choose_codebook, legcf_params
-from legcf_core.stages.inputs import load_data, load_initial_assignment
+from legcf_core.stages.inputs import load_data, load_initial_assignment, load_initial_codebook
 from legcf_core.stages.record import record_stage, rounded
 from legcf_core.stages.session import Session, history_rows, refuse_unshardable
 
@@ -107,7 +107,13 @@ def layer_size(
     seed, n = config.train.seed, data.n_entities
     if kind.uses_partition:
         assignment, part_config = load_initial_assignment(run, n)
-        size = LayerSize(n, config.dim, seed, assignment=assignment, per_entity=part_config["per_entity"])
+        assert config.dim is not None
+        start = load_initial_codebook(run, assignment.shape[1], config.dim)
+        if start is not None:
+            reporter.note(f"the codebook starts from the one coded from teacher {part_config.get('teacher')}")
+        size = LayerSize(
+            n, config.dim, seed, assignment=assignment, per_entity=part_config["per_entity"], codebook=start
+        )
         return size, config, (art.DATA_FILE, art.PARTITION_FILE)
     if kind.sized_by_budget:
         return LayerSize(n, config.dim, seed, budget=resolve_budget(run, config, n)), config, (art.DATA_FILE,)
