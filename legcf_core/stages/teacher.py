@@ -27,7 +27,7 @@ class Teacher:
 
     def record(self) -> dict[str, Any]:
         return {
-            "run": str(self.path),
+            "run": str(self.path.resolve()),
             "stage": self.source,
             "embedding": self.embedding,
             "dim": int(self.rows.shape[1]),
