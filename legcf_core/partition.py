@@ -97,10 +97,11 @@ def _distinct_others(anchors: np.ndarray, c: int, k: int, rng: np.random.Generat
 
 
 def rows_to_csr(columns: np.ndarray, weights: np.ndarray, n_columns: int) -> sp.csr_matrix:
-    """An N x c CSR matrix from per-row column indices and weights (zeros dropped)."""
+    """An N x c CSR matrix from per-row column indices and weights (zeros dropped). The arrays
+    are copied: scipy would otherwise sort and compact them in place, under the caller's feet."""
     n, t = columns.shape
     matrix = sp.csr_matrix(
-        (weights.ravel(), columns.ravel(), np.arange(0, n * t + 1, t)), shape=(n, n_columns)
+        (weights.ravel().copy(), columns.ravel().copy(), np.arange(0, n * t + 1, t)), shape=(n, n_columns)
     )
     matrix.sum_duplicates()
     matrix.eliminate_zeros()
