@@ -21,6 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core.assignment import POOLED_MOST, pool_codes, pursue
+from legcf_core.compact import refit_meta_rows
 from legcf_core.partition import rows_to_csr
 
 CODING_ROUNDS = 15
@@ -53,27 +54,12 @@ def code_table(
     revived = 0
     for _ in range(max(rounds, 1)):
         columns, weights = pool_codes(pursue(target, codebook, most), per_entity)
-        assignment = rows_to_csr(columns, np.clip(weights, 0.0, None), codebook_size)
-        codebook, dead = least_squares_codebook(assignment, target, codebook)
-        revived += revive(codebook, dead, assignment, target)  # unused by S: S M is unchanged
+        weights = np.clip(weights, 0.0, None)
+        assignment = rows_to_csr(columns, weights, codebook_size)
+        codebook = refit_meta_rows(target, codebook, columns, weights)  # keeps unused rows as they are
+        dead = np.flatnonzero(np.asarray(assignment.getnnz(axis=0)) == 0)
+        revived += revive(codebook, dead, assignment, target)  # rows S does not use: S M is unchanged
     return TableCode(assignment, codebook.float(), relative_error(assignment, codebook, target), revived)
-
-
-def least_squares_codebook(
-    assignment: sp.csr_matrix, target: torch.Tensor, previous: torch.Tensor
-) -> tuple[torch.Tensor, np.ndarray]:
-    """argmin_M |S M - T|^2 through the c x c normal equations, and the meta-embeddings no row
-    uses (they keep ``previous``'s row, as the system says nothing of them)."""
-    s = assignment.astype(np.float64)
-    gram = torch.from_numpy((s.T @ s).toarray())
-    moments = torch.from_numpy(np.asarray(s.T @ target.numpy()))
-    dead = np.flatnonzero(np.asarray(s.getnnz(axis=0)) == 0)
-    live = np.setdiff1d(np.arange(s.shape[1]), dead)
-    codebook = previous.clone()
-    if live.size:
-        sub = gram[live][:, live] + 1e-9 * torch.eye(live.size, dtype=gram.dtype)
-        codebook[live] = torch.linalg.solve(sub, moments[live])
-    return codebook, dead
 
 
 def revive(codebook: torch.Tensor, dead: np.ndarray, assignment: sp.csr_matrix, target: torch.Tensor) -> int:
