@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from legcf_core import artifacts as art
 from legcf_core.config import PartitionConfig
 from legcf_core.graph import bipartite_adjacency
+from legcf_core.inspection import anchors as row_anchors
 from legcf_core.partition import (
     check_anchor_weight,
     check_sizes,
@@ -95,9 +96,7 @@ def teacher_start(teacher: Teacher, config: PartitionConfig) -> tuple[dict, dict
     assert config.codebook_size is not None
     code = code_table(teacher.rows, config.codebook_size, config.per_entity, seed=config.seed)
     s = code.assignment
-    anchors = np.zeros(s.shape[0], dtype=np.int64)
-    has = np.diff(s.indptr) > 0
-    anchors[has] = s.indices[s.indptr[:-1][has] + segment_argmax(s)[has]]
+    anchors = np.maximum(row_anchors(s), 0)  # an empty row (a zero teacher row) anchors at 0
     used = np.unique(s.indices).size
     metrics = {
         "coding_error": round(code.relative_error, 4),
@@ -107,22 +106,6 @@ def teacher_start(teacher: Teacher, config: PartitionConfig) -> tuple[dict, dict
     }
     tensors = {"parts": anchors, **art.csr_arrays("assignment", s), CODEBOOK_TENSOR: code.codebook.numpy()}
     return tensors, metrics
-
-
-def segment_argmax(s: sp.csr_matrix) -> np.ndarray:
-    """Per row, the position (within the row) of its largest stored weight; 0 for an empty row."""
-    out = np.zeros(s.shape[0], dtype=np.int64)
-    counts = np.diff(s.indptr)
-    has = np.flatnonzero(counts > 0)
-    if has.size == 0:
-        return out
-    row_of = np.repeat(np.arange(s.shape[0]), counts)
-    row_max = np.full(s.shape[0], -np.inf, dtype=np.float64)
-    row_max[has] = np.maximum.reduceat(s.data.astype(np.float64), s.indptr[:-1][has])
-    hits = np.flatnonzero(s.data == row_max[row_of])
-    rows, first = np.unique(row_of[hits], return_index=True)
-    out[rows] = hits[first] - s.indptr[rows]
-    return out
 
 
 def sized(config: PartitionConfig, n_entities: int, reporter: Reporter) -> CodebookChoice:
