@@ -233,13 +233,15 @@ SizingBudgetOpt = Annotated[
     ),
 ]
 SizingDimOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--dim",
         "-d",
         min=1,
         max=MAX_DIM,
-        help="d that c is sized at; pretrain trains at it unless given another.",
+        help="d that c is sized at; pretrain trains at it unless given another. Default: from the "
+        "data: 64 where METIS at the 128-d c cuts under 0.8 of what a random partition would (a "
+        "graph of communities), else 128; 128 with -c; the teacher's width with --teacher.",
     ),
 ]
 PerEntityOpt = Annotated[
@@ -273,9 +275,10 @@ DimOpt = Annotated[
         "-d",
         min=1,
         max=MAX_DIM,
-        help="d: embedding dimension. Default: 128; pretrain trains LEGCF at the d partition sized "
-        "c at. LEGCF below 128 is sized against the 128-d table, so --dim 64 holds twice the "
-        "meta-embeddings in the same budget.",
+        help="d: embedding dimension. Default: 128 for other layers; LEGCF trains at the d partition "
+        "chose from the data (64 on a graph of communities, where METIS at the 128-d c cuts under "
+        "0.8 of what a random partition would, else 128). LEGCF below 128 is sized against the "
+        "128-d table, so d = 64 holds twice the meta-embeddings in the same budget.",
     ),
 ]
 LayersOpt = Annotated[int, typer.Option("--layers", "-L", min=0, max=MAX_LAYERS, help="L: GNN layers.")]

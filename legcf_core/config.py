@@ -29,9 +29,10 @@ LR_SCHEDULES = ("plateau", "cosine")
 # Without -c, c is sized to the data: full table over LEGCF at least this (the paper's Gowalla
 # ratio, 9,067,392 / 205,678 = 44.09); see legcf_core.sizing.
 DEFAULT_COMPRESSION = 44.0
-# d by default, the LEGCF paper's. A narrower LEGCF is sized against the 128-d table it replaces
-# (legcf_core.sizing), so --dim 64 buys twice the meta-embeddings in the same budget: better on
-# sparse Gowalla, slightly worse on dense ml-1m (docs/results.md), hence not the default.
+# d of a full table, and of LEGCF where partition does not choose it. A narrower LEGCF is sized
+# against the 128-d table it replaces (legcf_core.sizing), so d = 64 buys twice the
+# meta-embeddings in the same budget: better on graphs of communities (Gowalla), slightly worse
+# on ml-1m (docs/results.md); without --dim, partition chooses by METIS's cut (sizing.choose_width).
 DEFAULT_DIM = 128
 # How an assignment update solves S: the paper's pinv closed form, matching pursuit with t
 # codes a row, or pursuit with the N*t codes pooled over the rows (legcf_core.assignment).
@@ -151,7 +152,7 @@ class PartitionConfig:
     seed: int = 2024
     compression: float | None = None  # target full/LEGCF parameter ratio; None: DEFAULT_COMPRESSION
     budget: int | None = None  # LEGCF's parameters c*d + N*t at most this
-    dim: int = DEFAULT_DIM  # the d that c is sized at
+    dim: int | None = None  # the d that c is sized at; None: chosen from the data (sizing.choose_width)
     teacher: str | None = None  # init "teacher": the trained run whose table S0 and M0 are coded from
 
     def check(self) -> None:
@@ -187,7 +188,8 @@ class PartitionConfig:
             )
         if self.budget is not None:
             check_int("budget", self.budget, 1)
-        check_int("dim", self.dim, 1, MAX_DIM)
+        if self.dim is not None:
+            check_int("dim", self.dim, 1, MAX_DIM)
         if self.compression is not None and self.budget is not None and self.codebook_size is None:
             raise ConfigError("compression", "and --budget both size c; give one of them (or -c)")
 

@@ -15,6 +15,14 @@ comes from one of two targets:
   parameters. Below 100 every integer has two significant digits.
 - ``--budget P``: the largest c with c·d + N·t <= P.
 
+Without ``--dim``, d is chosen from the data too (:func:`choose_width`): METIS
+partitions the graph at the 128-d c first, and where it cuts less than
+``CLUSTERED_CUT`` of what a random partition into c parts would ((c-1)/c of the
+training edges), the graph is one of communities (Gowalla 0.74, the demo 0.57)
+and d is 64, with c sized again at 64 (twice the meta-embeddings in the same
+budget); elsewhere (ml-1m 0.94) it stays 128. docs/design.md has the
+measurements behind the threshold.
+
 Either way c is at least t (each entity needs t distinct meta-embeddings) and
 at most N; a target that would need c < t is refused with the most it allows.
 
@@ -35,6 +43,25 @@ from legcf_core.config import DEFAULT_COMPRESSION
 from legcf_core.errors import ConfigError
 
 REFERENCE_DIM, REFERENCE_PER_ENTITY = 128, 2  # the paper's Gowalla configuration
+# d without --dim: NARROW_DIM where METIS at the 128-d c cuts less than CLUSTERED_CUT of what a
+# random partition would. Measured (docs/design.md), as that ratio: narrower wins at 0.57 to 0.76
+# (demo, Gowalla, Gowalla's 15-core), ties at 0.60 (synthetic) and 0.87 (ml-1m thinned to 20%),
+# loses at 0.91 and 0.94 (ml-1m thinned to 50%, ml-1m).
+NARROW_DIM, CLUSTERED_CUT = 64, 0.8
+
+
+def relative_cut(edge_cut: int, edges: int, parts: int) -> float:
+    """METIS's cut over a random partition's expected cut, (parts-1)/parts of the edges: 1 for
+    a graph without communities, near 0 for one of disjoint communities."""
+    if edges <= 0 or parts < 2 or edge_cut < 0:
+        return 1.0
+    return edge_cut / (edges * (parts - 1) / parts)
+
+
+def choose_width(edge_cut: int, edges: int, parts: int) -> int:
+    """d for a graph whose METIS partition into ``parts`` at the 128-d c cuts ``edge_cut`` of its
+    ``edges``: narrow on a graph of communities, where more meta-embeddings beat wider ones."""
+    return NARROW_DIM if relative_cut(edge_cut, edges, parts) < CLUSTERED_CUT else REFERENCE_DIM
 
 
 def reference_width(dim: int) -> int:

@@ -9,7 +9,7 @@ import pytest
 from helpers import assert_clean_error, invoke, invoke_ok, read_manifest, tensor_file
 
 from legcf_core.errors import ConfigError
-from legcf_core.sizing import choose_codebook, legcf_params, two_significant_floor
+from legcf_core.sizing import choose_codebook, choose_width, legcf_params, two_significant_floor
 
 GOWALLA = 29_858 + 40_981  # users + items of the LightGCN Gowalla split
 
@@ -77,10 +77,11 @@ def test_partition_sizes_c_and_says_why(tmp_path, prepared_run):
     from helpers import copy_run
 
     run = copy_run(prepared_run, tmp_path / "run")
-    out = invoke_ok("partition", run)
+    out = invoke_ok("partition", run, "--dim", "128")
     assert "c = 8 from --compression 44" in out.stderr  # the demo: 1,185 entities
     entry = read_manifest(run)["stages"]["partition"]
     assert entry["config"]["codebook_size"] == 8 and entry["config"]["dim"] == 128
+    assert entry["width"] == {"dim": 128, "chosen_by": "given"}
     assert (
         entry["codebook"]["chosen_by"] == "compression" and entry["codebook"]["params"] == 8 * 128 + 2 * 1185
     )
@@ -88,12 +89,66 @@ def test_partition_sizes_c_and_says_why(tmp_path, prepared_run):
     assert meta["codebook_size"] == "8" and meta["chosen_by"] == "compression"
     invoke_ok("partition", run, "--dim", "64")  # sized against the 128-d table: twice the codes
     assert read_manifest(run)["stages"]["partition"]["config"]["codebook_size"] == 16
-    invoke_ok("partition", run, "--budget", "5000")
+    invoke_ok("partition", run, "--budget", "5000", "--dim", "128")
     assert read_manifest(run)["stages"]["partition"]["config"]["codebook_size"] == 20
+    invoke_ok("partition", run, "--budget", "5000")  # d chosen from the data: 64 on the demo
+    assert read_manifest(run)["stages"]["partition"]["config"]["codebook_size"] == (5000 - 2 * 1185) // 64
     invoke_ok("partition", run, "-c", "30")
     assert read_manifest(run)["stages"]["partition"]["codebook"]["chosen_by"] == "given"
     assert_clean_error(invoke("partition", run, "--compression", "70"), "--compression", "lower it")
     assert_clean_error(invoke("partition", run, "--compression", "20", "--budget", "9000"), "give one")
+
+
+@pytest.mark.parametrize(
+    ("edge_cut", "edges", "parts", "dim"),
+    [
+        (601_660, 810_128, 500, 64),  # Gowalla: 0.74 of a random partition's cut
+        (618_967, 671_630, 68, 128),  # ml-1m: 0.94
+        (5_089, 10_091, 8, 64),  # the demo: 0.58
+        (60, 100, 3, 128),  # 60% cut into 3 parts is what chance gives (0.9): no communities
+        (80, 100, 10**6, 128),  # exactly the threshold stays wide
+        (0, 0, 8, 128),
+        (-1, 100, 8, 128),
+        (5, 100, 1, 128),
+    ],
+)
+def test_width_is_narrow_only_on_a_graph_of_communities(edge_cut, edges, parts, dim):
+    assert choose_width(edge_cut, edges, parts) == dim
+
+
+def test_partition_chooses_d_from_metis_cut(tmp_path, prepared_run):
+    from helpers import copy_run
+
+    run = copy_run(prepared_run, tmp_path / "run")
+    out = invoke_ok("partition", run)  # the demo is a graph of communities: METIS cuts about half
+    assert "d = 64: METIS at d = 128's c = 8 cuts" in out.stderr
+    entry = read_manifest(run)["stages"]["partition"]
+    width = entry["width"]
+    assert width["dim"] == 64 and width["chosen_by"] == "edge_cut" and width["probe_codebook_size"] == 8
+    assert width["probe_edge_cut"] > 0 and 0 < width["relative_cut"] < width["threshold"]
+    assert entry["config"]["dim"] == 64 and entry["config"]["codebook_size"] == 16
+    assert entry["codebook"]["params"] == 16 * 64 + 2 * 1185
+    invoke_ok("partition", run, "-c", "30")  # c given: the paper's d
+    entry = read_manifest(run)["stages"]["partition"]
+    assert entry["config"]["dim"] == 128 and entry["width"]["chosen_by"] == "default"
+
+
+def test_partition_keeps_d_128_without_communities(tmp_path):
+    import numpy as np
+    from helpers import write_lightgcn
+
+    rng = np.random.default_rng(0)  # uniform random interactions: no community for METIS to find
+    rows = {u: sorted(rng.choice(600, size=20, replace=False).tolist()) for u in range(2000)}
+    tests = {u: sorted(set(rng.choice(600, size=5, replace=False).tolist()) - set(rows[u])) for u in rows}
+    data = tmp_path / "data"
+    write_lightgcn(data / "train.txt", rows)
+    write_lightgcn(data / "test.txt", {u: t for u, t in tests.items() if t})
+    invoke_ok("prepare", tmp_path / "run", "--data", data)
+    out = invoke_ok("partition", tmp_path / "run")
+    entry = read_manifest(tmp_path / "run")["stages"]["partition"]
+    assert entry["width"]["dim"] == 128 and entry["width"]["relative_cut"] >= entry["width"]["threshold"]
+    assert entry["config"]["dim"] == 128 and "no strong communities" in out.stderr
+    assert entry["config"]["codebook_size"] == entry["width"]["probe_codebook_size"]
 
 
 def test_pretrain_trains_at_the_d_partition_sized_c_at(tmp_path, prepared_run):
@@ -117,7 +172,7 @@ def test_pretrain_trains_at_the_d_partition_sized_c_at(tmp_path, prepared_run):
 
 def test_prepare_names_the_default_c(tmp_path, demo_path):
     out = invoke_ok("prepare", tmp_path / "run", "--data", demo_path)
-    assert "partition's default: c = 8" in out.stderr
+    assert "partition's default at d = 128" in out.stderr and "c = 8 from" in out.stderr
     assert read_manifest(tmp_path / "run")["dataset"]["default_codebook_size"] == 8
 
 

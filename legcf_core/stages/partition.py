@@ -12,9 +12,11 @@ import scipy.sparse as sp
 
 from legcf_core import artifacts as art
 from legcf_core.config import PartitionConfig
+from legcf_core.errors import ConfigError
 from legcf_core.graph import bipartite_adjacency
 from legcf_core.inspection import anchors as row_anchors
 from legcf_core.partition import (
+    Partition,
     check_anchor_weight,
     check_sizes,
     initial_assignment,
@@ -22,7 +24,14 @@ from legcf_core.partition import (
     random_partition,
 )
 from legcf_core.progress import Reporter, SilentReporter
-from legcf_core.sizing import CodebookChoice, choose_codebook
+from legcf_core.sizing import (
+    CLUSTERED_CUT,
+    REFERENCE_DIM,
+    CodebookChoice,
+    choose_codebook,
+    choose_width,
+    relative_cut,
+)
 from legcf_core.stages.inputs import CODEBOOK_TENSOR, load_data
 from legcf_core.stages.record import record_stage
 from legcf_core.stages.teacher import Teacher, load_teacher
@@ -32,12 +41,14 @@ from legcf_core.table_coding import code_table
 def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     """Anchors from a METIS (or random) partition into c parts, then S0; or S0 and a starting
     codebook coded from a teacher's table (``init = "teacher"``). Writes the CSR file.
-    Without ``config.codebook_size``, c is sized to the data (:mod:`legcf_core.sizing`)."""
+    Without ``config.codebook_size``, c is sized to the data, and without ``config.dim`` so is d
+    (:mod:`legcf_core.sizing`)."""
     reporter = reporter or SilentReporter()
     config.check()
     with run.writing("partition"):
         data = load_data(run)
         teacher = load_teacher(run, config, data.n_entities) if config.init == "teacher" else None
+        config, width, probe = resolve_width(config, data.train, data.n_entities, teacher, reporter)
         choice = sized(config, data.n_entities, reporter)
         config = replace(config, codebook_size=choice.size)
         check_sizes(data.n_entities, config.codebook_size, config.per_entity)
@@ -47,7 +58,7 @@ def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | Non
         if teacher is not None:
             tensors, metrics = teacher_start(teacher, config)
         else:
-            tensors, metrics = anchored_start(data.train, data.n_entities, config)
+            tensors, metrics = anchored_start(data.train, data.n_entities, config, probe)
         task.close()
         digest = run.load_manifest()["dataset"]["fingerprint"]
         recorded = {k: v for k, v in asdict(config).items() if v is not None}
@@ -65,15 +76,21 @@ def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | Non
             metrics=metrics,
             started=started,
             codebook=choice.record(),
+            width=width,
             **extra,
         )
-        return {"codebook_size": choice.size, "chosen_by": choice.rule, **metrics}
+        return {"codebook_size": choice.size, "dim": config.dim, "chosen_by": choice.rule, **metrics}
 
 
-def anchored_start(train: sp.csr_matrix, n_entities: int, config: PartitionConfig) -> tuple[dict, dict]:
-    """S0 from METIS (or random) anchors with w*, and the partition's quality."""
+def anchored_start(
+    train: sp.csr_matrix, n_entities: int, config: PartitionConfig, probe: Partition | None = None
+) -> tuple[dict, dict]:
+    """S0 from METIS (or random) anchors with w*, and the partition's quality; ``probe`` is a
+    METIS partition already made at this c, reused."""
     assert config.codebook_size is not None
-    if config.init == "metis":
+    if probe is not None and config.init == "metis":
+        parts = probe
+    elif config.init == "metis":
         parts = metis_partition(bipartite_adjacency(train), config.codebook_size, config.seed)
     else:
         parts = random_partition(n_entities, config.codebook_size, config.seed)
@@ -106,6 +123,54 @@ def teacher_start(teacher: Teacher, config: PartitionConfig) -> tuple[dict, dict
     }
     tensors = {"parts": anchors, **art.csr_arrays("assignment", s), CODEBOOK_TENSOR: code.codebook.numpy()}
     return tensors, metrics
+
+
+def resolve_width(
+    config: PartitionConfig,
+    train: sp.csr_matrix,
+    n_entities: int,
+    teacher: Teacher | None,
+    reporter: Reporter,
+) -> tuple[PartitionConfig, dict[str, Any], Partition | None]:
+    """d as given (--dim); else the teacher's; else 128 where c is given; else by the cut of
+    METIS at the 128-d c (:func:`legcf_core.sizing.choose_width`). Returns the config with d,
+    how d was chosen, and that METIS partition where it can be reused (d stayed 128)."""
+    if config.dim is not None:
+        return config, {"dim": config.dim, "chosen_by": "given"}, None
+    if teacher is not None:
+        dim = int(teacher.rows.shape[1])
+        return replace(config, dim=dim), {"dim": dim, "chosen_by": "teacher"}, None
+    fixed = replace(config, dim=REFERENCE_DIM)
+    if config.codebook_size is not None:
+        return fixed, {"dim": REFERENCE_DIM, "chosen_by": "default"}, None
+    try:
+        probe_size = choose_codebook(
+            n_entities, REFERENCE_DIM, config.per_entity, None, config.compression, config.budget
+        ).size
+    except ConfigError:  # sizing at 128 fails; sized() says why, at the d it ends with
+        return fixed, {"dim": REFERENCE_DIM, "chosen_by": "default"}, None
+    if probe_size < 2 or train.nnz == 0:
+        return fixed, {"dim": REFERENCE_DIM, "chosen_by": "default"}, None
+    task = reporter.task(f"METIS at d = {REFERENCE_DIM}'s c = {probe_size}, to choose d", None)
+    probe = metis_partition(bipartite_adjacency(train), probe_size, config.seed)
+    task.close()
+    dim = choose_width(probe.edge_cut, int(train.nnz), probe_size)
+    ratio = relative_cut(probe.edge_cut, int(train.nnz), probe_size)
+    kind = "a graph of communities" if dim != REFERENCE_DIM else "no strong communities"
+    reporter.note(
+        f"d = {dim}: METIS at d = {REFERENCE_DIM}'s c = {probe_size} cuts {probe.edge_cut / train.nnz:.0%} "
+        f"of the training edges, {ratio:.2f} of a random partition's cut ({kind}; d = 64 below "
+        f"{CLUSTERED_CUT:g}); --dim chooses another"
+    )
+    width = {
+        "dim": dim,
+        "chosen_by": "edge_cut",
+        "probe_codebook_size": probe_size,
+        "probe_edge_cut": int(probe.edge_cut),
+        "relative_cut": round(ratio, 4),
+        "threshold": CLUSTERED_CUT,
+    }
+    return replace(config, dim=dim), width, probe if dim == REFERENCE_DIM else None
 
 
 def sized(config: PartitionConfig, n_entities: int, reporter: Reporter) -> CodebookChoice:

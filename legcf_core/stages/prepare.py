@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from legcf_core import artifacts as art
-from legcf_core.config import PartitionConfig, PrepareConfig, ReadConfig
+from legcf_core.config import DEFAULT_DIM, PartitionConfig, PrepareConfig, ReadConfig
 from legcf_core.data import Interactions, dataset_files, load_dataset, split_method
 from legcf_core.progress import Reporter, SilentReporter
 from legcf_core.readers import Columns
@@ -59,8 +59,11 @@ def report_protocol(data: Interactions, reporter: Reporter) -> int | None:
     defaults = PartitionConfig()
     if data.n_entities < defaults.per_entity:
         return None
-    choice = choose_codebook(data.n_entities, defaults.dim, defaults.per_entity)
-    reporter.note(f"partition's default: {choice.reason()}; -c, --compression or --budget choose another")
+    choice = choose_codebook(data.n_entities, DEFAULT_DIM, defaults.per_entity)
+    reporter.note(
+        f"partition's default at d = {DEFAULT_DIM} (d = 64 and twice c on a graph of communities): "
+        f"{choice.reason()}; -c, --compression or --budget choose another"
+    )
     return choice.size
 
 

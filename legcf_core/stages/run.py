@@ -55,9 +55,8 @@ def run_all(
     reporter = reporter or SilentReporter()
     protocol = replace(protocol or PrepareConfig(), seed=partition_config.seed, test_fraction=test_fraction)
     kind = layer_type(pretrain_config.embedding)
-    if pretrain_config.dim is None:
-        pretrain_config = replace(pretrain_config, dim=DEFAULT_DIM)
-    partition_config = replace(partition_config, dim=pretrain_config.dim)  # c is sized at pretrain's d
+    if pretrain_config.dim is not None:  # c is sized at pretrain's d; without one, partition chooses
+        partition_config = replace(partition_config, dim=pretrain_config.dim)
     read = read or ReadConfig()
     for config in (protocol, read, partition_config, pretrain_config):
         config.check()  # every setting, before any file is written
@@ -96,9 +95,8 @@ def legcf_budget(prepared: dict[str, Any], config: PartitionConfig, reporter: Re
     """What LEGCF stores at the partition config's c (given or sized to the data) and t: the
     budget of a layer sized by budget when none is given."""
     entities = prepared["users"] + prepared["items"]
-    choice = choose_codebook(
-        entities, config.dim, config.per_entity, config.codebook_size, config.compression
-    )
+    dim = DEFAULT_DIM if config.dim is None else config.dim
+    choice = choose_codebook(entities, dim, config.per_entity, config.codebook_size, config.compression)
     check_sizes(entities, choice.size, config.per_entity)
     if choice.rule != "given":
         reporter.note(f"budget of LEGCF at {choice.reason()}")

@@ -53,7 +53,7 @@ def load_teacher(run: art.RunDir, config: PartitionConfig, n_entities: int) -> T
     chosen = load_model(teacher_run, "auto", n_entities)
     with torch.no_grad():
         rows = chosen.model.layer()[:n_entities].detach().float().cpu()
-    if rows.shape[1] != config.dim:
+    if config.dim is not None and rows.shape[1] != config.dim:
         width = rows.shape[1]
         raise ConfigError("dim", f"is {config.dim}, the teacher's rows are {width} wide; give --dim {width}")
     if not torch.isfinite(rows).all():
