@@ -179,3 +179,5 @@ def test_prepare_names_the_default_c(tmp_path, demo_path):
 def test_inspect_says_which_c_and_why(trained_run):
     summary = json.loads(invoke_ok("inspect", trained_run, "--json").stdout)
     assert summary["partition"]["chosen_by"] == "given" and summary["partition"]["codebook_size"] == 50
+    # partition's d (128 with -c); pretrain's --dim may train another, which "dim" reports
+    assert summary["partition"]["width"] == {"dim": 128, "chosen_by": "default"}

@@ -76,5 +76,7 @@ def inspect_run(run: art.RunDir, which: str) -> dict[str, Any]:
             "codebook_size": partition_entry.get("config", {}).get("codebook_size"),
             "chosen_by": codebook.get("chosen_by", "given"),
             "why": codebook.get("reason", "given by -c"),
+            # which d and why (runs partitioned before d was chosen from the data: as given)
+            "width": partition_entry.get("width", {"dim": result.get("dim"), "chosen_by": "given"}),
         }
     return result
