@@ -133,6 +133,18 @@ def test_partition_chooses_d_from_metis_cut(tmp_path, prepared_run):
     assert entry["config"]["dim"] == 128 and entry["width"]["chosen_by"] == "default"
 
 
+def test_run_trains_at_the_d_partition_chose(tmp_path, demo_path):
+    from helpers import TRAIN_OPTS
+
+    epochs = ["--pretrain-epochs", "1", "--refine-epochs", "1"]
+    invoke_ok("run", tmp_path / "run", "--data", demo_path, *epochs, *TRAIN_OPTS)
+    stages = read_manifest(tmp_path / "run")["stages"]
+    assert stages["partition"]["width"]["chosen_by"] == "edge_cut"
+    assert stages["pretrain"]["config"]["dim"] == stages["partition"]["config"]["dim"] == 64
+    invoke_ok("run", tmp_path / "full", "--data", demo_path, "--embedding", "full", *epochs, *TRAIN_OPTS)
+    assert read_manifest(tmp_path / "full")["stages"]["pretrain"]["config"]["dim"] == 128
+
+
 def test_partition_keeps_d_128_without_communities(tmp_path):
     import numpy as np
     from helpers import write_lightgcn
