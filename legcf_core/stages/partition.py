@@ -140,22 +140,22 @@ def resolve_width(
     if teacher is not None:
         dim = int(teacher.rows.shape[1])
         return replace(config, dim=dim), {"dim": dim, "chosen_by": "teacher"}, None
-    fixed = replace(config, dim=REFERENCE_DIM)
+    default = replace(config, dim=REFERENCE_DIM), {"dim": REFERENCE_DIM, "chosen_by": "default"}, None
     if config.codebook_size is not None:
-        return fixed, {"dim": REFERENCE_DIM, "chosen_by": "default"}, None
+        return default
     try:
         probe_size = choose_codebook(
             n_entities, REFERENCE_DIM, config.per_entity, None, config.compression, config.budget
         ).size
     except ConfigError:  # sizing at 128 fails; sized() says why, at the d it ends with
-        return fixed, {"dim": REFERENCE_DIM, "chosen_by": "default"}, None
+        return default
     if probe_size < 2 or train.nnz == 0:
-        return fixed, {"dim": REFERENCE_DIM, "chosen_by": "default"}, None
+        return default
     task = reporter.task(f"METIS at d = {REFERENCE_DIM}'s c = {probe_size}, to choose d", None)
     probe = metis_partition(bipartite_adjacency(train), probe_size, config.seed)
     task.close()
-    dim = choose_width(probe.edge_cut, int(train.nnz), probe_size)
     ratio = relative_cut(probe.edge_cut, int(train.nnz), probe_size)
+    dim = choose_width(probe.edge_cut, int(train.nnz), probe_size)
     kind = "a graph of communities" if dim != REFERENCE_DIM else "no strong communities"
     reporter.note(
         f"d = {dim}: METIS at d = {REFERENCE_DIM}'s c = {probe_size} cuts {probe.edge_cut / train.nnz:.0%} "
