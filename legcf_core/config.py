@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from legcf_core.errors import ConfigError
 
-INITS = ("metis", "random", "teacher")
+INITS = ("metis", "random", "spectral", "teacher")
 SPLITS = ("valid", "test")
 # How prepare holds out test: "auto" is "files" for a directory of train/test files and
 # "random" for one file; "time" takes each user's latest interactions (needs a time column).

@@ -1,5 +1,5 @@
 """Partition: the initial assignment S0 from METIS (or random) anchors (Section 3.4), or S0 and
-a starting codebook coded from a trained teacher's table."""
+a starting codebook coded from spectral rows of the graph or from a trained teacher's table."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from legcf_core import artifacts as art
 from legcf_core.config import PartitionConfig
@@ -32,6 +33,7 @@ from legcf_core.sizing import (
     choose_width,
     relative_cut,
 )
+from legcf_core.spectral import spectral_rows
 from legcf_core.stages.inputs import CODEBOOK_TENSOR, load_data
 from legcf_core.stages.record import record_stage
 from legcf_core.stages.teacher import Teacher, load_teacher
@@ -40,7 +42,8 @@ from legcf_core.table_coding import code_table
 
 def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     """Anchors from a METIS (or random) partition into c parts, then S0; or S0 and a starting
-    codebook coded from a teacher's table (``init = "teacher"``). Writes the CSR file.
+    codebook coded from rows: the graph's spectral rows (``init = "spectral"``) or a teacher's
+    table (``init = "teacher"``). Writes the CSR file.
     Without ``config.codebook_size``, c is sized to the data, and without ``config.dim`` so is d
     (:mod:`legcf_core.sizing`)."""
     reporter = reporter or SilentReporter()
@@ -56,7 +59,9 @@ def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | Non
         started = time.perf_counter()
         task = reporter.task(f"{config.init} partition into {config.codebook_size} parts", None)
         if teacher is not None:
-            tensors, metrics = teacher_start(teacher, config)
+            tensors, metrics = coded_start(teacher.rows, config)
+        elif config.init == "spectral":
+            tensors, metrics = spectral_start(data.train, config)
         else:
             tensors, metrics = anchored_start(data.train, data.n_entities, config, probe)
         task.close()
@@ -107,11 +112,21 @@ def anchored_start(
     return {"parts": parts.parts, **art.csr_arrays("assignment", assignment)}, metrics
 
 
-def teacher_start(teacher: Teacher, config: PartitionConfig) -> tuple[dict, dict]:
-    """S0 and the starting codebook coded from the teacher's rows; each entity's anchor (its
+def spectral_start(train: sp.csr_matrix, config: PartitionConfig) -> tuple[dict, dict]:
+    """S0 and the starting codebook coded from the graph's spectral rows (:mod:`legcf_core.spectral`)."""
+    assert config.dim is not None
+    started = time.perf_counter()
+    rows = spectral_rows(train, config.dim, config.seed)
+    seconds = round(time.perf_counter() - started, 2)
+    tensors, metrics = coded_start(torch.from_numpy(rows), config)
+    return tensors, {"svd_seconds": seconds, **metrics}
+
+
+def coded_start(rows: torch.Tensor, config: PartitionConfig) -> tuple[dict, dict]:
+    """S0 and the starting codebook coded from N x d ``rows``; each entity's anchor (its
     ``parts`` entry) is its largest code."""
     assert config.codebook_size is not None
-    code = code_table(teacher.rows, config.codebook_size, config.per_entity, seed=config.seed)
+    code = code_table(rows, config.codebook_size, config.per_entity, seed=config.seed)
     s = code.assignment
     anchors = np.maximum(row_anchors(s), 0)  # an empty row (a zero teacher row) anchors at 0
     used = np.unique(s.indices).size
