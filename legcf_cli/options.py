@@ -254,7 +254,8 @@ InitOpt = Annotated[
     Init,
     typer.Option(
         "--init",
-        help="Initial S: METIS or random anchors, or S and the codebook coded from --teacher's table.",
+        help="Initial S: METIS or random anchors, or S and the codebook coded from the graph's leading "
+        "singular vectors (spectral) or from --teacher's table.",
     ),
 ]
 TeacherOpt = Annotated[

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from legcf_core.errors import ConfigError
 
-INITS = ("metis", "random", "spectral", "teacher")
+INITS = ("auto", "metis", "random", "spectral", "teacher")
 SPLITS = ("valid", "test")
 # How prepare holds out test: "auto" is "files" for a directory of train/test files and
 # "random" for one file; "time" takes each user's latest interactions (needs a time column).
@@ -148,7 +148,7 @@ class PartitionConfig:
     codebook_size: int | None = None  # c; None: sized to the data
     per_entity: int = 2  # t
     anchor_weight: float = 0.5  # w*
-    init: str = "metis"
+    init: str = "auto"  # METIS or spectral, chosen from the graph (sizing.choose_init)
     seed: int = 2024
     compression: float | None = None  # target full/LEGCF parameter ratio; None: DEFAULT_COMPRESSION
     budget: int | None = None  # LEGCF's parameters c*d + N*t at most this

@@ -58,10 +58,18 @@ def relative_cut(edge_cut: int, edges: int, parts: int) -> float:
     return edge_cut / (edges * (parts - 1) / parts)
 
 
-def choose_width(edge_cut: int, edges: int, parts: int) -> int:
-    """d for a graph whose METIS partition into ``parts`` at the 128-d c cuts ``edge_cut`` of its
-    ``edges``: narrow on a graph of communities, where more meta-embeddings beat wider ones."""
-    return NARROW_DIM if relative_cut(edge_cut, edges, parts) < CLUSTERED_CUT else REFERENCE_DIM
+def choose_width(ratio: float) -> int:
+    """d for METIS (or random) anchors on a graph whose METIS cut is ``ratio`` of a random
+    partition's (:func:`relative_cut`): narrow on a graph of communities, where more
+    meta-embeddings beat wider ones."""
+    return NARROW_DIM if ratio < CLUSTERED_CUT else REFERENCE_DIM
+
+
+def choose_init(ratio: float) -> str:
+    """The start of ``--init auto``: METIS anchors on a graph of communities, where METIS finds
+    them; elsewhere its anchors are close to random ones, and the graph's spectral rows start
+    LEGCF better (docs/design.md)."""
+    return "metis" if ratio < CLUSTERED_CUT else "spectral"
 
 
 def reference_width(dim: int) -> int:

@@ -93,7 +93,7 @@ def test_explicit_propagation_is_chosen_when_p_would_not_fit_in_memory():
 def test_pretrain_says_when_legcf_propagates_explicitly(prepared_run, tmp_path):
     """A codebook as large as the demo's entities: P costs more than propagation, and a note says so."""
     run_dir = copy_run(prepared_run, tmp_path / "run")
-    invoke_ok("partition", run_dir, "-c", 1100, "--seed", 1)
+    invoke_ok("partition", run_dir, "-c", 1100, "--seed", 1, "--init", "metis")
     result = invoke_ok("pretrain", run_dir, "--dim", 4, "--layers", 1, "--epochs", 1, *TRAIN_OPTS)
     assert "note: c = 1,100 is large against the graph" in result.stderr
     assert "propagating explicitly" in result.stderr

@@ -9,7 +9,14 @@ import pytest
 from helpers import assert_clean_error, invoke, invoke_ok, read_manifest, tensor_file
 
 from legcf_core.errors import ConfigError
-from legcf_core.sizing import choose_codebook, choose_width, legcf_params, two_significant_floor
+from legcf_core.sizing import (
+    choose_codebook,
+    choose_init,
+    choose_width,
+    legcf_params,
+    relative_cut,
+    two_significant_floor,
+)
 
 GOWALLA = 29_858 + 40_981  # users + items of the LightGCN Gowalla split
 
@@ -112,8 +119,10 @@ def test_partition_sizes_c_and_says_why(tmp_path, prepared_run):
         (5, 100, 1, 128),
     ],
 )
-def test_width_is_narrow_only_on_a_graph_of_communities(edge_cut, edges, parts, dim):
-    assert choose_width(edge_cut, edges, parts) == dim
+def test_width_and_start_follow_the_cut(edge_cut, edges, parts, dim):
+    ratio = relative_cut(edge_cut, edges, parts)
+    assert choose_width(ratio) == dim  # METIS anchors: narrow only on a graph of communities
+    assert choose_init(ratio) == ("metis" if dim == 64 else "spectral")
 
 
 def test_partition_chooses_d_from_metis_cut(tmp_path, prepared_run):
@@ -121,11 +130,17 @@ def test_partition_chooses_d_from_metis_cut(tmp_path, prepared_run):
 
     run = copy_run(prepared_run, tmp_path / "run")
     out = invoke_ok("partition", run)  # the demo is a graph of communities: METIS cuts about half
-    assert "d = 64: METIS at d = 128's c = 8 cuts" in out.stderr
+    assert "metis start at d = 64: METIS at c = 8 cuts" in out.stderr
     entry = read_manifest(run)["stages"]["partition"]
     width = entry["width"]
     assert width["dim"] == 64 and width["chosen_by"] == "edge_cut" and width["probe_codebook_size"] == 8
     assert width["probe_edge_cut"] > 0 and 0 < width["relative_cut"] < width["threshold"]
+    assert entry["start"] == {
+        "init": "metis",
+        "chosen_by": "edge_cut",
+        **{k: width[k] for k in width if k.startswith(("probe", "rel", "thr"))},
+    }
+    assert entry["config"]["init"] == "metis"
     assert entry["config"]["dim"] == 64 and entry["config"]["codebook_size"] == 16
     assert entry["codebook"]["params"] == 16 * 64 + 2 * 1185
     invoke_ok("partition", run, "-c", "30")  # c given: the paper's d
@@ -145,7 +160,7 @@ def test_run_trains_at_the_d_partition_chose(tmp_path, demo_path):
     assert read_manifest(tmp_path / "full")["stages"]["pretrain"]["config"]["dim"] == 128
 
 
-def test_partition_keeps_d_128_without_communities(tmp_path):
+def test_partition_starts_spectral_without_communities(tmp_path):
     import numpy as np
     from helpers import write_lightgcn
 
@@ -156,9 +171,16 @@ def test_partition_keeps_d_128_without_communities(tmp_path):
     write_lightgcn(data / "train.txt", rows)
     write_lightgcn(data / "test.txt", {u: t for u, t in tests.items() if t})
     invoke_ok("prepare", tmp_path / "run", "--data", data)
-    out = invoke_ok("partition", tmp_path / "run")
+    out = invoke_ok("partition", tmp_path / "run")  # METIS anchors would be near random: spectral at 64
+    entry = read_manifest(tmp_path / "run")["stages"]["partition"]
+    start = entry["start"]
+    assert start["init"] == "spectral" and start["relative_cut"] >= start["threshold"]
+    assert entry["width"] == {"dim": 64, "chosen_by": "spectral"}
+    assert entry["config"]["init"] == "spectral" and "no strong communities" in out.stderr
+    out = invoke_ok("partition", tmp_path / "run", "--init", "metis")  # METIS anchors: 128 there
     entry = read_manifest(tmp_path / "run")["stages"]["partition"]
     assert entry["width"]["dim"] == 128 and entry["width"]["relative_cut"] >= entry["width"]["threshold"]
+    assert entry["start"] == {"init": "metis", "chosen_by": "given"}
     assert entry["config"]["dim"] == 128 and "no strong communities" in out.stderr
     assert entry["config"]["codebook_size"] == entry["width"]["probe_codebook_size"]
 

@@ -4,7 +4,7 @@ a starting codebook coded from spectral rows of the graph or from a trained teac
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,9 +27,11 @@ from legcf_core.partition import (
 from legcf_core.progress import Reporter, SilentReporter
 from legcf_core.sizing import (
     CLUSTERED_CUT,
+    NARROW_DIM,
     REFERENCE_DIM,
     CodebookChoice,
     choose_codebook,
+    choose_init,
     choose_width,
     relative_cut,
 )
@@ -51,7 +53,7 @@ def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | Non
     with run.writing("partition"):
         data = load_data(run)
         teacher = load_teacher(run, config, data.n_entities) if config.init == "teacher" else None
-        config, width, probe = resolve_width(config, data.train, data.n_entities, teacher, reporter)
+        config, width, start, probe = resolve_start(config, data.train, data.n_entities, teacher, reporter)
         choice = sized(config, data.n_entities, reporter)
         config = replace(config, codebook_size=choice.size)
         check_sizes(data.n_entities, config.codebook_size, config.per_entity)
@@ -82,6 +84,7 @@ def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | Non
             started=started,
             codebook=choice.record(),
             width=width,
+            start=start,
             **extra,
         )
         return {"codebook_size": choice.size, "dim": config.dim, "chosen_by": choice.rule, **metrics}
@@ -140,52 +143,102 @@ def coded_start(rows: torch.Tensor, config: PartitionConfig) -> tuple[dict, dict
     return tensors, metrics
 
 
-def resolve_width(
+@dataclass(frozen=True)
+class Probe:
+    """METIS at the probe's c, and how its cut compares with a random partition's."""
+
+    partition: Partition
+    size: int
+    ratio: float
+
+    def record(self, threshold: float) -> dict[str, Any]:
+        return {
+            "probe_codebook_size": self.size,
+            "probe_edge_cut": int(self.partition.edge_cut),
+            "relative_cut": round(self.ratio, 4),
+            "threshold": threshold,
+        }
+
+
+def resolve_start(
     config: PartitionConfig,
     train: sp.csr_matrix,
     n_entities: int,
     teacher: Teacher | None,
     reporter: Reporter,
-) -> tuple[PartitionConfig, dict[str, Any], Partition | None]:
-    """d as given (--dim); else the teacher's; else 128 where c is given; else by the cut of
-    METIS at the 128-d c (:func:`legcf_core.sizing.choose_width`). Returns the config with d,
-    how d was chosen, and that METIS partition where it can be reused (d stayed 128)."""
-    if config.dim is not None:
-        return config, {"dim": config.dim, "chosen_by": "given"}, None
+) -> tuple[PartitionConfig, dict[str, Any], dict[str, Any], Partition | None]:
+    """The init and d. ``auto`` is METIS where METIS's cut at the probe's c says the graph has
+    communities, else spectral (:func:`legcf_core.sizing.choose_init`). d as given (--dim); else
+    the teacher's; else 128 where c is given; else 64 for spectral; else by the same cut
+    (:func:`legcf_core.sizing.choose_width`). Returns the config with both, how each was chosen,
+    and the probe's partition where it can be reused (METIS at the c partition will use)."""
     if teacher is not None:
-        dim = int(teacher.rows.shape[1])
-        return replace(config, dim=dim), {"dim": dim, "chosen_by": "teacher"}, None
-    default = replace(config, dim=REFERENCE_DIM), {"dim": REFERENCE_DIM, "chosen_by": "default"}, None
-    if config.codebook_size is not None:
-        return default
-    try:
-        probe_size = choose_codebook(
-            n_entities, REFERENCE_DIM, config.per_entity, None, config.compression, config.budget
-        ).size
-    except ConfigError:  # sizing at 128 fails; sized() says why, at the d it ends with
-        return default
-    if probe_size < 2 or train.nnz == 0:
-        return default
-    task = reporter.task(f"METIS at d = {REFERENCE_DIM}'s c = {probe_size}, to choose d", None)
-    probe = metis_partition(bipartite_adjacency(train), probe_size, config.seed)
+        dim = config.dim or int(teacher.rows.shape[1])
+        width = {"dim": dim, "chosen_by": "given" if config.dim else "teacher"}
+        return replace(config, dim=dim), width, {"init": "teacher", "chosen_by": "given"}, None
+    anchored = config.init in ("metis", "random")
+    needs_cut = config.init == "auto" or (anchored and config.dim is None and config.codebook_size is None)
+    probe = probe_cut(config, train, n_entities, reporter) if needs_cut else None
+    init, start = config.init, {"init": config.init, "chosen_by": "given"}
+    if init == "auto":
+        init = choose_init(probe.ratio) if probe is not None else "metis"
+        measured = probe.record(CLUSTERED_CUT) if probe is not None else {}
+        start = {"init": init, "chosen_by": "edge_cut" if probe else "default", **measured}
+    dim, width = chosen_width(config, init, probe)
+    if probe is not None:
+        communities = "a graph of communities" if probe.ratio < CLUSTERED_CUT else "no strong communities"
+        reporter.note(
+            f"{init} start at d = {dim}: METIS at c = {probe.size} cuts "
+            f"{probe.partition.edge_cut / train.nnz:.0%} of the training edges, {probe.ratio:.2f} of a "
+            f"random partition's cut ({communities}; {CLUSTERED_CUT:g} divides them); --init and --dim "
+            "choose others"
+        )
+    config = replace(config, init=init, dim=dim)
+    reusable = init == "metis" and probe is not None and probe.size == sized_quietly(config, n_entities)
+    return config, width, start, probe.partition if reusable else None
+
+
+def chosen_width(config: PartitionConfig, init: str, probe: Probe | None) -> tuple[int, dict[str, Any]]:
+    """d and how it was chosen, once the init is known (:func:`resolve_start`)."""
+    if config.dim is not None:
+        return config.dim, {"dim": config.dim, "chosen_by": "given"}
+    if config.codebook_size is None and init == "spectral":
+        return NARROW_DIM, {"dim": NARROW_DIM, "chosen_by": "spectral"}
+    if config.codebook_size is None and probe is not None:
+        dim = choose_width(probe.ratio)
+        return dim, {"dim": dim, "chosen_by": "edge_cut", **probe.record(CLUSTERED_CUT)}
+    return REFERENCE_DIM, {"dim": REFERENCE_DIM, "chosen_by": "default"}
+
+
+def probe_cut(
+    config: PartitionConfig, train: sp.csr_matrix, n_entities: int, reporter: Reporter
+) -> Probe | None:
+    """METIS at the given c, or at the c the budget allows at d = 128; None where no such
+    partition can be made (too little data, or a budget that fits no c at 128)."""
+    size = config.codebook_size
+    if size is None:
+        try:
+            size = choose_codebook(
+                n_entities, REFERENCE_DIM, config.per_entity, None, config.compression, config.budget
+            ).size
+        except ConfigError:  # sizing at 128 fails; sized() says why, at the d it ends with
+            return None
+    if size < 2 or train.nnz == 0 or size > n_entities:
+        return None
+    task = reporter.task(f"METIS at c = {size}, to measure the graph's communities", None)
+    partition = metis_partition(bipartite_adjacency(train), size, config.seed)
     task.close()
-    ratio = relative_cut(probe.edge_cut, int(train.nnz), probe_size)
-    dim = choose_width(probe.edge_cut, int(train.nnz), probe_size)
-    kind = "a graph of communities" if dim != REFERENCE_DIM else "no strong communities"
-    reporter.note(
-        f"d = {dim}: METIS at d = {REFERENCE_DIM}'s c = {probe_size} cuts {probe.edge_cut / train.nnz:.0%} "
-        f"of the training edges, {ratio:.2f} of a random partition's cut ({kind}; d = 64 below "
-        f"{CLUSTERED_CUT:g}); --dim chooses another"
-    )
-    width = {
-        "dim": dim,
-        "chosen_by": "edge_cut",
-        "probe_codebook_size": probe_size,
-        "probe_edge_cut": int(probe.edge_cut),
-        "relative_cut": round(ratio, 4),
-        "threshold": CLUSTERED_CUT,
-    }
-    return replace(config, dim=dim), width, probe if dim == REFERENCE_DIM else None
+    return Probe(partition, size, relative_cut(partition.edge_cut, int(train.nnz), size))
+
+
+def sized_quietly(config: PartitionConfig, n_entities: int) -> int | None:
+    """The c :func:`sized` will choose, or None where it will refuse."""
+    try:
+        return choose_codebook(
+            n_entities, config.dim, config.per_entity, config.codebook_size, config.compression, config.budget
+        ).size
+    except ConfigError:
+        return None
 
 
 def sized(config: PartitionConfig, n_entities: int, reporter: Reporter) -> CodebookChoice:
