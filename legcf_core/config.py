@@ -31,8 +31,9 @@ LR_SCHEDULES = ("plateau", "cosine")
 DEFAULT_COMPRESSION = 44.0
 # d of a full table, and of LEGCF where partition does not choose it. A narrower LEGCF is sized
 # against the 128-d table it replaces (legcf_core.sizing), so d = 64 buys twice the
-# meta-embeddings in the same budget: better on graphs of communities (Gowalla), slightly worse
-# on ml-1m (docs/results.md); without --dim, partition chooses by METIS's cut (sizing.choose_width).
+# meta-embeddings in the same budget: better on graphs of communities (Gowalla) and from a
+# spectral start, slightly worse from METIS anchors on ml-1m (docs/results.md); without --dim,
+# partition chooses d with the start (stages.partition.resolve_start).
 DEFAULT_DIM = 128
 # How an assignment update solves S: the paper's pinv closed form, matching pursuit with t
 # codes a row, or pursuit with the N*t codes pooled over the rows (legcf_core.assignment).

@@ -15,13 +15,15 @@ comes from one of two targets:
   parameters. Below 100 every integer has two significant digits.
 - ``--budget P``: the largest c with c·d + N·t <= P.
 
-Without ``--dim``, d is chosen from the data too (:func:`choose_width`): METIS
+Without ``--dim``, d is chosen from the data too, with the start: METIS
 partitions the graph at the 128-d c first, and where it cuts less than
 ``CLUSTERED_CUT`` of what a random partition into c parts would ((c-1)/c of the
-training edges), the graph is one of communities (Gowalla 0.74, the demo 0.57)
-and d is 64, with c sized again at 64 (twice the meta-embeddings in the same
-budget); elsewhere (ml-1m 0.94) it stays 128. docs/design.md has the
-measurements behind the threshold.
+training edges), the graph is one of communities (Gowalla 0.74, the demo 0.57):
+LEGCF starts from METIS anchors (:func:`choose_init`) at d = 64
+(:func:`choose_width`), with c sized again at 64 (twice the meta-embeddings in
+the same budget). Elsewhere (ml-1m 0.94) METIS anchors are close to random
+ones; LEGCF starts from the graph's spectral rows, also at d = 64 (from METIS
+anchors there, 128 would be better). docs/design.md has the measurements.
 
 Either way c is at least t (each entity needs t distinct meta-embeddings) and
 at most N; a target that would need c < t is refused with the most it allows.
@@ -43,10 +45,11 @@ from legcf_core.config import DEFAULT_COMPRESSION
 from legcf_core.errors import ConfigError
 
 REFERENCE_DIM, REFERENCE_PER_ENTITY = 128, 2  # the paper's Gowalla configuration
-# d without --dim: NARROW_DIM where METIS at the 128-d c cuts less than CLUSTERED_CUT of what a
-# random partition would. Measured (docs/design.md), as that ratio: narrower wins at 0.57 to 0.76
-# (demo, Gowalla, Gowalla's 15-core), ties at 0.60 (synthetic) and 0.87 (ml-1m thinned to 20%),
-# loses at 0.91 and 0.94 (ml-1m thinned to 50%, ml-1m).
+# Where METIS at the 128-d c cuts less than CLUSTERED_CUT of what a random partition would, the
+# graph has communities: METIS anchors, and NARROW_DIM. Measured (docs/design.md), as that ratio:
+# from METIS anchors narrower wins at 0.57 to 0.76 (demo, Gowalla, Gowalla's 15-core), ties at
+# 0.60 (synthetic) and 0.87 (ml-1m thinned to 20%), loses at 0.91 and 0.94 (ml-1m thinned to 50%,
+# ml-1m); a spectral start beats METIS at 0.94 and loses to it at 0.60 and 0.74.
 NARROW_DIM, CLUSTERED_CUT = 64, 0.8
 
 

@@ -215,3 +215,4 @@ def test_inspect_says_which_c_and_why(trained_run):
     assert summary["partition"]["chosen_by"] == "given" and summary["partition"]["codebook_size"] == 50
     # partition's d (128 with -c); pretrain's --dim may train another, which "dim" reports
     assert summary["partition"]["width"] == {"dim": 128, "chosen_by": "default"}
+    assert summary["partition"]["start"]["init"] == "metis"  # -c 50 on the demo: communities

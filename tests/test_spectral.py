@@ -97,10 +97,11 @@ def test_partition_codes_spectral_rows_and_pretrain_starts_from_them(tmp_path, p
     repeated, _ = tensor_file(again / "assignment_init.safetensors")
     np.testing.assert_array_equal(repeated["codebook"], tensors["codebook"])
     # A step too small to move anything: the pretrained codebook is the coded one.
-    invoke_ok(
+    result = invoke_ok(
         "pretrain", run, "--layers", LAYERS, "--epochs", 1, "--batch-size", 4096, "--lr", "1e-9",
         "--seed", SEED, "--device", "cpu",
     )  # fmt: skip
+    assert "coded from the graph's spectral rows" in result.stderr
     trained, _ = tensor_file(run / "pretrain.safetensors")
     np.testing.assert_allclose(trained["codebook"], tensors["codebook"], atol=1e-5)
 

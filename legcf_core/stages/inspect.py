@@ -78,5 +78,9 @@ def inspect_run(run: art.RunDir, which: str) -> dict[str, Any]:
             "why": codebook.get("reason", "given by -c"),
             # which d and why (runs partitioned before d was chosen from the data: as given)
             "width": partition_entry.get("width", {"dim": result.get("dim"), "chosen_by": "given"}),
+            # which start and why (runs partitioned before --init auto: as given)
+            "start": partition_entry.get(
+                "start", {"init": partition_entry.get("config", {}).get("init"), "chosen_by": "given"}
+            ),
         }
     return result

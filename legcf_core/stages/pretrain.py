@@ -110,7 +110,9 @@ def layer_size(
         assert config.dim is not None
         start = load_initial_codebook(run, assignment.shape[1], config.dim)
         if start is not None:
-            reporter.note(f"the codebook starts from the one coded from teacher {part_config.get('teacher')}")
+            teacher = part_config.get("teacher")
+            source = f"teacher {teacher}" if teacher else "the graph's spectral rows"
+            reporter.note(f"the codebook starts from the one partition coded from {source}")
         size = LayerSize(
             n, config.dim, seed, assignment=assignment, per_entity=part_config["per_entity"], codebook=start
         )
