@@ -1,6 +1,7 @@
 """Time legcf's hot paths on a dataset: a training epoch, an assignment update
 (the solve + graph and operator rebuild, by each solver; ``update_s`` is the
-default's), full-ranking evaluation and top-20 recommendations for 1,000 users.
+default's), full-ranking evaluation and top-20 recommendations for 1,000 users;
+for LEGCF also the two starts: METIS, and the spectral rows with their coding.
 
     python bench/hotpaths.py ../shared/data/gowalla --json
     python bench/hotpaths.py ../shared/data/gowalla --embedding full --backbone ngcf --json
@@ -36,6 +37,8 @@ from legcf_core.partition import initial_assignment, metis_partition
 from legcf_core.recommender import Recommender
 from legcf_core.registry import layer_type
 from legcf_core.runtime import keep_freed_memory, resolve_device
+from legcf_core.spectral import spectral_rows
+from legcf_core.table_coding import code_table
 from legcf_core.training import NegativeSampler, TrainConfig, train_epoch
 from legcf_core.tuning import tuned
 
@@ -82,6 +85,12 @@ def main() -> None:
     batch_size = args.batch_size or tuned(args.embedding, args.backbone).batch_size
     config = TrainConfig(batch_size=batch_size, lr=tuned(args.embedding, args.backbone).lr)
     kind = layer_type(args.embedding)
+    starts = {}
+    if kind.uses_partition:
+        svd_s, rows = timed(device, lambda: spectral_rows(data.train, args.dim, 2024))
+        table = torch.from_numpy(rows)
+        coding_s, _ = timed(device, lambda: code_table(table, args.codebook_size, args.per_entity, seed=2024))
+        starts = {"spectral_svd_s": round(svd_s, 3), "spectral_coding_s": round(coding_s, 3)}
     size = LayerSize(
         data.n_entities,
         args.dim,
@@ -129,6 +138,7 @@ def main() -> None:
         "recommend_1000_users_s": round(recommend_s, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "metis_s": round(metis_s, 3),
+        **starts,
         "positives": int(data.train.nnz),
         "users": data.n_users,
         "items": data.n_items,
