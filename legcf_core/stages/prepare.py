@@ -61,7 +61,7 @@ def report_protocol(data: Interactions, reporter: Reporter) -> int | None:
         return None
     choice = choose_codebook(data.n_entities, DEFAULT_DIM, defaults.per_entity)
     reporter.note(
-        f"partition's default at d = {DEFAULT_DIM} (d = 64 and twice c on a graph of communities): "
+        f"partition's default at d = {DEFAULT_DIM} (without --dim or -c: d = 64, about twice this c): "
         f"{choice.reason()}; -c, --compression or --budget choose another"
     )
     return choice.size
