@@ -255,7 +255,8 @@ InitOpt = Annotated[
     typer.Option(
         "--init",
         help="Initial S: METIS or random anchors, or S and the codebook coded from the graph's leading "
-        "singular vectors (spectral) or from --teacher's table.",
+        "singular vectors (spectral) or from --teacher's table; auto is METIS on a graph of "
+        "communities, else spectral.",
     ),
 ]
 TeacherOpt = Annotated[
