@@ -91,13 +91,13 @@ def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | Non
 
 
 def anchored_start(
-    train: sp.csr_matrix, n_entities: int, config: PartitionConfig, probe: Partition | None = None
+    train: sp.csr_matrix, n_entities: int, config: PartitionConfig, probe: Probe | None = None
 ) -> tuple[dict, dict]:
-    """S0 from METIS (or random) anchors with w*, and the partition's quality; ``probe`` is a
-    METIS partition already made at this c, reused."""
+    """S0 from METIS (or random) anchors with w*, and the partition's quality; ``probe``'s METIS
+    partition is reused where it was made at this c."""
     assert config.codebook_size is not None
-    if probe is not None and config.init == "metis":
-        parts = probe
+    if probe is not None and probe.size == config.codebook_size and config.init == "metis":
+        parts = probe.partition
     elif config.init == "metis":
         parts = metis_partition(bipartite_adjacency(train), config.codebook_size, config.seed)
     else:
@@ -166,12 +166,12 @@ def resolve_start(
     n_entities: int,
     teacher: Teacher | None,
     reporter: Reporter,
-) -> tuple[PartitionConfig, dict[str, Any], dict[str, Any], Partition | None]:
+) -> tuple[PartitionConfig, dict[str, Any], dict[str, Any], Probe | None]:
     """The init and d. ``auto`` is METIS where METIS's cut at the probe's c says the graph has
     communities, else spectral (:func:`legcf_core.sizing.choose_init`). d as given (--dim); else
     the teacher's; else 128 where c is given; else 64 for spectral; else by the same cut
     (:func:`legcf_core.sizing.choose_width`). Returns the config with both, how each was chosen,
-    and the probe's partition where it can be reused (METIS at the c partition will use)."""
+    and the METIS probe where one was made (:func:`anchored_start` reuses it at its c)."""
     if teacher is not None:
         dim = config.dim or int(teacher.rows.shape[1])
         width = {"dim": dim, "chosen_by": "given" if config.dim else "teacher"}
@@ -193,9 +193,7 @@ def resolve_start(
             f"random partition's cut ({communities}; {CLUSTERED_CUT:g} divides them); --init and --dim "
             "choose others"
         )
-    config = replace(config, init=init, dim=dim)
-    reusable = init == "metis" and probe is not None and probe.size == sized_quietly(config, n_entities)
-    return config, width, start, probe.partition if reusable else None
+    return replace(config, init=init, dim=dim), width, start, probe
 
 
 def chosen_width(config: PartitionConfig, init: str, probe: Probe | None) -> tuple[int, dict[str, Any]]:
@@ -229,16 +227,6 @@ def probe_cut(
     partition = metis_partition(bipartite_adjacency(train), size, config.seed)
     task.close()
     return Probe(partition, size, relative_cut(partition.edge_cut, int(train.nnz), size))
-
-
-def sized_quietly(config: PartitionConfig, n_entities: int) -> int | None:
-    """The c :func:`sized` will choose, or None where it will refuse."""
-    try:
-        return choose_codebook(
-            n_entities, config.dim, config.per_entity, config.codebook_size, config.compression, config.budget
-        ).size
-    except ConfigError:
-        return None
 
 
 def sized(config: PartitionConfig, n_entities: int, reporter: Reporter) -> CodebookChoice:
