@@ -239,9 +239,9 @@ SizingDimOpt = Annotated[
         "-d",
         min=1,
         max=MAX_DIM,
-        help="d that c is sized at; pretrain trains at it unless given another. Default: from the "
-        "data: 64 where METIS at the 128-d c cuts under 0.8 of what a random partition would (a "
-        "graph of communities), else 128; 128 with -c; the teacher's width with --teacher.",
+        help="d that c is sized at; pretrain trains at it unless given another. Default: 64; 128 "
+        "with -c, and with --init metis or random where METIS at the 128-d c cuts 0.8 or more of "
+        "what a random partition would (no communities); the teacher's width with --teacher.",
     ),
 ]
 PerEntityOpt = Annotated[
@@ -278,9 +278,9 @@ DimOpt = Annotated[
         min=1,
         max=MAX_DIM,
         help="d: embedding dimension. Default: 128 for other layers; LEGCF trains at the d partition "
-        "chose from the data (64 on a graph of communities, where METIS at the 128-d c cuts under "
-        "0.8 of what a random partition would, else 128). LEGCF below 128 is sized against the "
-        "128-d table, so d = 64 holds twice the meta-embeddings in the same budget.",
+        "chose (64 unless -c, or METIS or random anchors on a graph without communities, made it "
+        "128). LEGCF below 128 is sized against the 128-d table, so d = 64 holds twice the "
+        "meta-embeddings in the same budget.",
     ),
 ]
 LayersOpt = Annotated[int, typer.Option("--layers", "-L", min=0, max=MAX_LAYERS, help="L: GNN layers.")]
