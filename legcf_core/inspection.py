@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from legcf_core.sizing import reference_width
+
 
 def embedding_params(codebook_shape: tuple[int, int], assignment: sp.csr_matrix) -> int:
     """c*d + nnz(S): the numbers a LEGCF embedding layer stores."""
@@ -51,7 +53,9 @@ def describe(
     """The summary ``legcf inspect`` prints for one model.
 
     ``known_anchors`` (the METIS parts of an initial S) replaces the argmax,
-    which cannot tell the anchor apart when w* = 1 - w* = 0.5.
+    which cannot tell the anchor apart when w* = 1 - w* = 0.5. Sizes are against the
+    full table of width max(d, 128) that partition's sizing compares with, so a 64-d LEGCF
+    reports the compression its sizing note stated.
     """
     c, d = codebook_shape
     n = assignment.shape[0]
@@ -59,8 +63,8 @@ def describe(
     column_use = np.bincount(assignment.indices, minlength=c)
     anchor_of = anchors(assignment) if known_anchors is None else known_anchors
     anchor_use = np.bincount(anchor_of[per_row > 0], minlength=c)
-    params = embedding_params(codebook_shape, assignment)
-    full = n * d
+    params, stored = embedding_params(codebook_shape, assignment), embedding_bytes(codebook_shape, assignment)
+    full = n * reference_width(d)
     return {
         "entities": n,
         "users": n_users,
@@ -69,10 +73,12 @@ def describe(
         "meta_embeddings": c,
         "per_entity": int(per_row.max(initial=0)),
         "params": params,
+        "full_table_dim": reference_width(d),
         "full_table_params": full,
         "compression_ratio": round(full / params, 2),
-        "bytes": embedding_bytes(codebook_shape, assignment),
+        "bytes": stored,
         "full_table_bytes": 4 * full,
+        "compression_ratio_bytes": round(4 * full / stored, 2),
         "nnz": int(assignment.nnz),
         "nonzeros_per_row": {str(k): int(v) for k, v in enumerate(np.bincount(per_row)) if v},
         "meta_embeddings_used": int((column_use > 0).sum()),

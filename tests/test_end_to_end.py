@@ -137,7 +137,7 @@ def test_inspect_run_dir_and_export(run_dir, tmp_path):
         assert summary["per_entity"] == PER_ENTITY
         assert summary["entities"] == n_entities
         assert summary["params"] == CODEBOOK * DIM + S.nnz
-        assert summary["full_table_params"] == n_entities * DIM
+        assert summary["full_table_params"] == n_entities * max(DIM, 128)
         assert summary["params"] < summary["full_table_params"]
     assert export["params"] == from_run["params"] == from_file["params"]
     assert S.nnz <= PER_ENTITY * n_entities

@@ -42,8 +42,13 @@ def test_describe(assignment):
     assert summary["dim"] == 6 and summary["meta_embeddings"] == 4
     assert summary["per_entity"] == 2
     assert summary["params"] == 33
-    assert summary["full_table_params"] == 30
-    assert summary["compression_ratio"] == round(30 / 33, 2)
+    # Against the 128-d table a narrower LEGCF replaces (sizing.reference_width), not a 6-d one.
+    assert summary["full_table_dim"] == 128
+    assert summary["full_table_params"] == 5 * 128
+    assert summary["compression_ratio"] == round(5 * 128 / 33, 2)
+    # The bytes view counts S's indices and row pointers too: fewer times smaller.
+    assert summary["compression_ratio_bytes"] == round(4 * 5 * 128 / summary["bytes"], 2)
+    assert summary["compression_ratio_bytes"] < summary["compression_ratio"]
     assert summary["nnz"] == 9
     assert summary["nonzeros_per_row"] == {"1": 1, "2": 4}
     assert summary["meta_embeddings_used"] == 3 and summary["meta_embeddings_unused"] == 1
