@@ -14,7 +14,7 @@ import typer
 
 from legcf_cli import engine
 from legcf_cli.boundary import LegcfGroup
-from legcf_cli.commands import compare, serving, stages, synth
+from legcf_cli.commands import compare, serving, stages, synth, trained
 from legcf_cli.reporting import Settings, configure_logging
 
 app = typer.Typer(
@@ -25,14 +25,15 @@ app = typer.Typer(
     add_completion=True,
 )
 
+
 for command in (
     stages.prepare,
     stages.partition,
     stages.pretrain,
     stages.refine,
-    stages.evaluate,
-    stages.export,
-    stages.inspect,
+    trained.evaluate,
+    trained.export,
+    trained.inspect,
     stages.run,
     serving.recommend,
     serving.serve,

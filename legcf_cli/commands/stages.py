@@ -1,5 +1,7 @@
-"""One command per stage, and ``run`` for all of them: each resolves its options into the
-engine's configs, checks them before loading the engine, forwards, and prints the result.
+"""The commands that train: one per stage that writes a run (prepare, partition, pretrain,
+refine) and ``run`` for all of them with the test evaluation. Each resolves its options into
+the engine's configs, checks them before loading the engine, forwards, and prints the result.
+The commands that read a trained model are in :mod:`legcf_cli.commands.trained`.
 
 Defaults come from :mod:`legcf_core.config`; an unset ``--lr`` or ``--batch-size`` takes
 the value tuned for the layer and backbone (:mod:`legcf_core.tuning`).
@@ -8,7 +10,6 @@ the value tuned for the layer and backbone (:mod:`legcf_core.tuning`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
@@ -19,49 +20,38 @@ from legcf_cli.options import (
     BatchOpt,
     BudgetOpt,
     CodebookOpt,
-    CodesOpt,
-    CompactOpt,
     CompressionOpt,
     DataOpt,
     DeviceOpt,
     DimOpt,
-    DtypeOpt,
     EmbeddingOpt,
     EpochsOpt,
     EvalEveryOpt,
     EvalUsersOpt,
-    FitRoundsOpt,
     HoldoutOpt,
     Init,
     InitOpt,
     ItemColOpt,
     JsonOpt,
-    KsOpt,
     L2Opt,
     LayersOpt,
     LrDecayOpt,
     LrOpt,
     LrScheduleOpt,
     MinRatingOpt,
-    ModelOpt,
     NegOpt,
-    OutputOpt,
     PatienceOpt,
     PerEntityOpt,
-    PerUserOpt,
-    PlotDirOpt,
     PretrainEpochsOpt,
     RatingColOpt,
     RefineEpochsOpt,
     RefineLrDecayOpt,
     RunDirArg,
     SeedOpt,
-    SeenOpt,
     ShardOpt,
     SizingBudgetOpt,
     SizingDimOpt,
     SolverOpt,
-    SplitOpt,
     TeacherOpt,
     TestFractionOpt,
     TimeColOpt,
@@ -70,9 +60,8 @@ from legcf_cli.options import (
     ValidationOpt,
     ValidFractionOpt,
     demo_dataset,
-    parse_ints,
 )
-from legcf_cli.output import print_mapping, print_nested, show
+from legcf_cli.output import print_mapping, show
 from legcf_cli.reporting import open_reporter
 from legcf_core.config import (
     PartitionConfig,
@@ -183,8 +172,12 @@ def partition(
     dim: SizingDimOpt = PARTITION.dim,
     teacher: TeacherOpt = None,
 ) -> None:
-    """Initial assignment S from a METIS (or random) partition into c parts (c sized to the
-    data unless -c is given), or S and a starting codebook coded from a teacher run's table."""
+    """The initial assignment S: METIS anchors, or codes of the graph's spectral rows.
+
+    --init auto (the default) takes METIS anchors on a graph of communities and otherwise S and
+    a starting codebook coded from the spectral rows; --init random and --init teacher start
+    from a random partition or a teacher run's table. c is sized to the data unless -c is given.
+    """
     config = partitioning(
         codebook_size, per_entity, anchor_weight, init, teacher, seed, (compression, budget, dim)
     )
@@ -278,100 +271,6 @@ def refine(
         with open_reporter(ctx) as reporter:
             metrics = core.refine(run, config, chosen, reporter)
     print_mapping("refine (best on valid)", metrics)
-
-
-def evaluate(
-    ctx: typer.Context,
-    run_dir: RunDirArg,
-    split: SplitOpt = "test",
-    k: KsOpt = "10,20",
-    model: ModelOpt = AUTO,
-    device: DeviceOpt = AUTO,
-    per_user: PerUserOpt = None,
-    eval_users: EvalUsersOpt = None,
-    seed: SeedOpt = TRAIN.seed,
-    as_json: JsonOpt = False,
-) -> None:
-    """Recall, NDCG, Precision, HitRate and MRR at each K, with full ranking over all items
-    (for every user, or a seeded sample of --eval-users)."""
-    core = engine.stages()
-    with open_reporter(ctx) as reporter:
-        result = core.evaluate_run(
-            engine.run_dir(run_dir),
-            split.value,
-            parse_ints(k),
-            model.value,
-            engine.device(device),
-            reporter,
-            per_user,
-            eval_users,
-            seed,
-        )
-    show(f"{result['model']} on {split.value}", result, as_json)
-
-
-def export(
-    run_dir: RunDirArg,
-    output: OutputOpt = None,
-    model: ModelOpt = AUTO,
-    compact: CompactOpt = False,
-    dtype: DtypeOpt = "float32",
-    seen: SeenOpt = True,
-    codes: CodesOpt = None,
-    fit_rounds: FitRoundsOpt = 3,
-    as_json: JsonOpt = False,
-) -> None:
-    """Write a self-contained model file: exact (the layer, backbone weights and graph), or
-    --compact, the serving form (meta-embeddings and t weights an entity)."""
-    if not compact and (dtype != "float32" or not seen or codes is not None or fit_rounds != 3):
-        raise typer.BadParameter(
-            "--dtype, --no-seen, --codes and --fit-rounds apply to --compact only", param_hint="--compact"
-        )
-    if compact:
-        from legcf_core.stages.export_compact import export_compact
-
-        engine.stages()
-        result = export_compact(
-            engine.run_dir(run_dir),
-            output,
-            model.value,
-            getattr(dtype, "value", dtype),
-            seen,
-            codes,
-            fit_rounds,
-        )
-    else:
-        result = engine.stages().export(engine.run_dir(run_dir), output, model.value)
-    show("exported", result, as_json)
-
-
-def inspect(
-    path: Annotated[Path, typer.Argument(help="A run directory or an exported model file.")],
-    model: ModelOpt = AUTO,
-    plot: PlotDirOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Parameters, bytes, sparsity and meta-embedding usage of a model; with --plot, pictures of the run."""
-    summary = engine.stages().inspect_path(path, model.value)
-    written = None
-    if plot is not None:
-        from legcf_cli.inspect_plots import write_plots
-
-        written = write_plots(path, plot, model.value)
-        summary["plots"] = [str(p) for p in written.paths]
-        if written.skipped:
-            summary["plots_skipped"] = {"plots": written.skipped, "reason": written.reason}
-    if as_json:
-        show("", summary, as_json=True)
-        return
-    print_nested(
-        f"model ({summary['source']})", {k: v for k, v in summary.items() if not k.startswith("plots")}
-    )
-    if written is not None:
-        for written_path in written.paths:
-            typer.echo(f"wrote {written_path}")
-        if written.skipped:
-            typer.echo(f"skipped {', '.join(written.skipped)}: {written.reason}", err=True)
 
 
 def run(
