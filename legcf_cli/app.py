@@ -7,6 +7,7 @@ loads the engine, so ``legcf --help`` answers at once.
 
 from __future__ import annotations
 
+import inspect
 from importlib import metadata
 from typing import Annotated
 
@@ -26,6 +27,14 @@ app = typer.Typer(
 )
 
 
+def unwrapped_help(doc: str | None) -> str | None:
+    """A docstring as help: each paragraph on one line, so the terminal (not the source's line
+    breaks) decides where it wraps; Typer keeps single line breaks after the first paragraph."""
+    if doc is None:
+        return None
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
+
+
 for command in (
     stages.prepare,
     stages.partition,
@@ -39,9 +48,9 @@ for command in (
     serving.serve,
     compare.compare,
 ):
-    app.command()(command)
-app.command("fold-in")(serving.fold_in)
-app.command()(synth.synth)
+    app.command(help=unwrapped_help(command.__doc__))(command)
+app.command("fold-in", help=unwrapped_help(serving.fold_in.__doc__))(serving.fold_in)
+app.command(help=unwrapped_help(synth.synth.__doc__))(synth.synth)
 
 
 def version() -> str:
