@@ -44,6 +44,27 @@ def anchors(assignment: sp.csr_matrix) -> np.ndarray:
     return out
 
 
+def size_summary(n_entities: int, n_users: int, dim: int, params: int, stored_bytes: int) -> dict[str, Any]:
+    """The sizes every layer's inspect summary shares, against the full table it replaces: of
+    width max(d, 128), as partition's sizing counts it, so a 64-d LEGCF reports the compression
+    its sizing note stated; in numbers stored and in bytes."""
+    width = reference_width(dim)
+    full = n_entities * width
+    return {
+        "entities": n_entities,
+        "users": n_users,
+        "items": n_entities - n_users,
+        "dim": dim,
+        "params": params,
+        "full_table_dim": width,
+        "full_table_params": full,
+        "compression_ratio": round(full / params, 2) if params else None,
+        "bytes": stored_bytes,
+        "full_table_bytes": 4 * full,
+        "compression_ratio_bytes": round(4 * full / stored_bytes, 2) if stored_bytes else None,
+    }
+
+
 def describe(
     codebook_shape: tuple[int, int],
     assignment: sp.csr_matrix,
@@ -53,9 +74,7 @@ def describe(
     """The summary ``legcf inspect`` prints for one model.
 
     ``known_anchors`` (the METIS parts of an initial S) replaces the argmax,
-    which cannot tell the anchor apart when w* = 1 - w* = 0.5. Sizes are against the
-    full table of width max(d, 128) that partition's sizing compares with, so a 64-d LEGCF
-    reports the compression its sizing note stated.
+    which cannot tell the anchor apart when w* = 1 - w* = 0.5.
     """
     c, d = codebook_shape
     n = assignment.shape[0]
@@ -64,21 +83,10 @@ def describe(
     anchor_of = anchors(assignment) if known_anchors is None else known_anchors
     anchor_use = np.bincount(anchor_of[per_row > 0], minlength=c)
     params, stored = embedding_params(codebook_shape, assignment), embedding_bytes(codebook_shape, assignment)
-    full = n * reference_width(d)
     return {
-        "entities": n,
-        "users": n_users,
-        "items": n - n_users,
-        "dim": d,
+        **size_summary(n, n_users, d, params, stored),
         "meta_embeddings": c,
         "per_entity": int(per_row.max(initial=0)),
-        "params": params,
-        "full_table_dim": reference_width(d),
-        "full_table_params": full,
-        "compression_ratio": round(full / params, 2),
-        "bytes": stored,
-        "full_table_bytes": 4 * full,
-        "compression_ratio_bytes": round(4 * full / stored, 2),
         "nnz": int(assignment.nnz),
         "nonzeros_per_row": {str(k): int(v) for k, v in enumerate(np.bincount(per_row)) if v},
         "meta_embeddings_used": int((column_use > 0).sum()),

@@ -24,7 +24,7 @@ import torch
 
 from legcf_core import artifacts as art
 from legcf_core.config import MAX_DIM, RefineConfig
-from legcf_core.sizing import reference_width
+from legcf_core.inspection import size_summary
 
 
 @dataclass(frozen=True)
@@ -172,22 +172,8 @@ class EmbeddingLayer(torch.nn.Module, ABC):
 
 
 def common_summary(layer: EmbeddingLayer, n_users: int, n_entities: int, dim: int) -> dict[str, Any]:
-    """The inspect fields every layer shares: sizes against the full table the layer replaces,
-    of width max(d, 128) as partition's sizing counts it (:func:`~legcf_core.sizing.reference_width`)."""
-    params, full, stored = layer.stored_params(), n_entities * reference_width(dim), layer.stored_bytes()
-    return {
-        "entities": n_entities,
-        "users": n_users,
-        "items": n_entities - n_users,
-        "dim": dim,
-        "params": params,
-        "full_table_dim": reference_width(dim),
-        "full_table_params": full,
-        "compression_ratio": round(full / params, 2) if params else None,
-        "bytes": stored,
-        "full_table_bytes": 4 * full,
-        "compression_ratio_bytes": round(4 * full / stored, 2) if stored else None,
-    }
+    """The inspect fields every layer shares (:func:`~legcf_core.inspection.size_summary`)."""
+    return size_summary(n_entities, n_users, dim, layer.stored_params(), layer.stored_bytes())
 
 
 def xavier_uniform(rows: int, dim: int, seed: int) -> torch.Tensor:
