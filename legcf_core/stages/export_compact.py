@@ -63,7 +63,7 @@ def export_compact(
     data = load_data(run)
     chosen = load_model(run, which, data.n_entities)
     model = chosen.model
-    codes = resolve_codes(model.layer.assignment, codes)
+    codes = resolve_codes(model.layer.assignment, codes, getattr(model.layer, "per_entity", None))
     outputs = node_outputs(model, data.train, data.n_users, CPU)
     form = compact_form(outputs, data.n_entities, codes, fit_rounds)
     tensors = compact_tensors(form, data, dtype, keep_seen)
@@ -103,13 +103,17 @@ def export_compact(
     return result
 
 
-def resolve_codes(assignment: sp.csr_matrix | None, codes: int | None) -> int | None:
+def resolve_codes(
+    assignment: sp.csr_matrix | None, codes: int | None, per_entity: int | None = None
+) -> int | None:
     """Meta rows an entity in the compact form: none without an assignment, else ``codes``
-    (default: the most nonzeros a row of S has, t)."""
+    (default: the layer's t, the N t weights of its budget; pooled codes give some rows of S up
+    to 2t, which a fixed width of 2t would store twice over; else the widest row of S)."""
     if assignment is None:
         return None
     if codes is None:
-        return int(np.diff(assignment.indptr).max(initial=1))
+        widest = int(np.diff(assignment.indptr).max(initial=1))
+        return min(per_entity, widest) if per_entity else widest
     if not 1 <= codes <= assignment.shape[1]:
         raise ConfigError("codes", f"must lie in 1..{assignment.shape[1]} (c), got {codes}")
     return codes
