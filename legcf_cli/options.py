@@ -28,7 +28,7 @@ from legcf_core.config import (
     VALIDATIONS,
 )
 from legcf_core.experiments.sets import SETS
-from legcf_core.registry import BACKBONES, LAYERS
+from legcf_core.registry import AUTO_BACKBONE, BACKBONES, LAYERS
 
 
 def _choices(name: str, values: tuple[str, ...] | list[str]) -> type[enum.Enum]:
@@ -37,7 +37,7 @@ def _choices(name: str, values: tuple[str, ...] | list[str]) -> type[enum.Enum]:
 
 
 Embedding = _choices("Embedding", list(LAYERS))
-Backbone = _choices("Backbone", list(BACKBONES))
+Backbone = _choices("Backbone", [AUTO_BACKBONE, *BACKBONES])
 Init = _choices("Init", INITS)
 Split = _choices("Split", SPLITS)
 LrSchedule = _choices("LrSchedule", LR_SCHEDULES)
@@ -294,7 +294,10 @@ EmbeddingOpt = Annotated[
 BackboneOpt = Annotated[
     Backbone,
     typer.Option(
-        "--backbone", help="GNN: " + "; ".join(f"{e.name}: {e.summary}" for e in BACKBONES.values()) + "."
+        "--backbone",
+        help="GNN: auto: lightgcn-mix for LEGCF (lightgcn under --shard), lightgcn for other layers; "
+        + "; ".join(f"{e.name}: {e.summary}" for e in BACKBONES.values())
+        + ".",
     ),
 ]
 BudgetOpt = Annotated[

@@ -1,6 +1,9 @@
 """GNN backbones that propagate layer-0 embeddings over a user-item graph.
 
 * LightGCN (He et al., SIGIR'20): H = mean_l Ahat^l E0, Ahat = D^-1/2 A D^-1/2.
+* LightGCN with mixed layers (``lightgcn-mix``, legcf's own): H = sum_l Ahat^l E0 diag(w_l),
+  a learned weight per layer and dimension, starting at LightGCN's 1/(L+1): each
+  dimension gets its own degree-L polynomial filter of the graph (docs/design.md).
 * NGCF (Wang et al., SIGIR'19, Eq. 7): E_{l+1} = LeakyReLU((Ahat + I) E_l W1_l
   + (Ahat E_l * E_l) W2_l), H = [E_0 | E_1 | ... | E_L]. The authors' code
   also L2-normalizes each layer's rows; the paper does not, and neither do
@@ -16,6 +19,7 @@ uses, is left out: the comparison is about the embedding layer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import ClassVar
 
 import scipy.sparse as sp
@@ -23,6 +27,9 @@ import torch
 
 from legcf_core.graph import normalize_symmetric
 from legcf_core.propagation import to_torch_csr
+
+BACKBONE_PREFIX = "backbone."
+"""Where a backbone's weights sit in a model's state and files, beside the layer's tensors."""
 
 
 class Backbone(torch.nn.Module, ABC):
@@ -36,10 +43,16 @@ class Backbone(torch.nn.Module, ABC):
     """
 
     fixed_operator: ClassVar[bool] = False
+    mixes_layers: ClassVar[bool] = False  # H weighs its layers with trained weights (layer_mix)
 
     def __init__(self, dim: int, layers: int, seed: int = 0) -> None:
         super().__init__()
         self.dim, self.layers = dim, layers
+
+    def layer_mix(self) -> torch.Tensor | None:
+        """A fixed-operator backbone's (L+1) x d weights of its layers, H = sum_l Ahat^l E0 diag(w_l);
+        None where H is the plain mean over layers (one operator P serves it)."""
+        return None
 
     @property
     @abstractmethod
@@ -100,6 +113,42 @@ class LightGCN(Backbone):
             x = symmetric_product(adjacency, x)
             total = total + x
         return total / (self.layers + 1)
+
+
+MIX_LR_SCALE = 0.1
+"""The layer weights train at this share of the learning rate: at LEGCF's lr 0.1 on ml-1m they
+overfit from the second epoch, at 0.01 validation holds (docs/design.md)."""
+
+
+class MixedLightGCN(LightGCN):
+    """LightGCN whose layer mean is learned per dimension: H = sum_l Ahat^l E0 diag(w_l).
+
+    A compositional layer's layer-0 rows are coarse (a few meta-embeddings each) while its
+    propagated rows are each entity's own; one weight per layer and dimension lets every
+    dimension choose its own filter of the graph. The (L+1) d weights start at 1/(L+1), so
+    training starts from LightGCN.
+    """
+
+    mixes_layers = True
+
+    def __init__(self, dim: int, layers: int, seed: int = 0) -> None:
+        super().__init__(dim, layers, seed)
+        self.mix = torch.nn.Parameter(torch.full((layers + 1, dim), 1.0 / (layers + 1)))
+        self.mix.lr_scale = MIX_LR_SCALE  # read by training.adam
+
+    @classmethod
+    def weight_shapes(cls, dim: int, layers: int) -> dict[str, tuple[int, ...]]:
+        return {"mix": (layers + 1, dim)}
+
+    def layer_mix(self) -> torch.Tensor:
+        return self.mix
+
+    def forward(self, adjacency: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        total, x = x0 * self.mix[0], x0
+        for layer in range(1, self.layers + 1):
+            x = symmetric_product(adjacency, x)
+            total = total + x * self.mix[layer]
+        return total
 
 
 def _glorot(dim_in: int, dim_out: int, generator: torch.Generator) -> torch.nn.Parameter:
@@ -176,3 +225,15 @@ class LRGCCF(Backbone):
 def graph_tensor(backbone: torch.nn.Module, adjacency: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     """The backbone's normalized adjacency as a torch CSR tensor."""
     return to_torch_csr(backbone.normalize(adjacency), device)
+
+
+def backbone_state(backbone: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """CPU copies of the backbone's weights, named under ``backbone.``."""
+    weights = backbone.state_dict().items()
+    return {BACKBONE_PREFIX + name: value.detach().cpu().clone() for name, value in weights}
+
+
+def load_backbone_state(backbone: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load the ``backbone.`` entries of ``state`` into the backbone."""
+    n = len(BACKBONE_PREFIX)
+    backbone.load_state_dict({k[n:]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)})

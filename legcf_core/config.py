@@ -235,7 +235,7 @@ class PretrainConfig:
     layers: int = 3  # L
     train: TrainConfig = field(default_factory=TrainConfig)
     embedding: str = "legcf"  # a name in legcf_core.registry.LAYERS
-    backbone: str = "lightgcn"  # a name in legcf_core.registry.BACKBONES
+    backbone: str = "auto"  # a name in legcf_core.registry.BACKBONES, or auto: the embedding's default
     budget: int | None = None  # stored parameters; None: LEGCF's at this run's c and t
 
     def check(self) -> None:

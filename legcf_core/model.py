@@ -20,14 +20,13 @@ import scipy.sparse as sp
 import torch
 
 from legcf_core import artifacts as art
-from legcf_core.backbones import Backbone, graph_tensor
+from legcf_core.backbones import BACKBONE_PREFIX, Backbone, backbone_state, graph_tensor, load_backbone_state
 from legcf_core.config import MAX_DIM, MAX_LAYERS, MAX_SEED
 from legcf_core.errors import ConfigError
 from legcf_core.graph import bipartite_adjacency
 from legcf_core.layers import EmbeddingLayer
 from legcf_core.registry import backbone_type, layer_type
 
-BACKBONE_PREFIX = "backbone."
 _NOT_LAYER = ("train.", "user_ids", "item_ids", "parts")  # what exports and run files hold besides
 
 
@@ -51,6 +50,11 @@ class StoredModel:
 
     def stored_bytes(self) -> int:
         return self.layer.stored_bytes()
+
+    def backbone_params(self) -> int:
+        """The backbone's trained weights (LightGCN none; mixed layers (L+1) d): stored beside
+        the embedding layer, and not in its ``stored_params`` (the paper counts the layer)."""
+        return sum(value.numel() for value in self.backbone.state_dict().values())
 
     def header(self) -> dict[str, object]:
         return {
@@ -83,19 +87,16 @@ class StoredModel:
 def joint_state(layer: torch.nn.Module, backbone: torch.nn.Module) -> dict[str, torch.Tensor]:
     """CPU copies of the layer's state and the backbone's, the latter under ``backbone.``."""
     state = {name: value.detach().cpu().clone() for name, value in layer.state_dict().items()}
-    for name, value in backbone.state_dict().items():
-        state[BACKBONE_PREFIX + name] = value.detach().cpu().clone()
-    return state
+    return {**state, **backbone_state(backbone)}
 
 
 def load_split_state(
     layer: torch.nn.Module, backbone: torch.nn.Module, state: Mapping[str, torch.Tensor]
 ) -> None:
     """Load ``backbone.``-prefixed entries into the backbone, the rest into the layer."""
-    n = len(BACKBONE_PREFIX)
     with torch.no_grad():
         layer.load_state_dict({k: v for k, v in state.items() if not k.startswith(BACKBONE_PREFIX)})
-        backbone.load_state_dict({k[n:]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)})
+        load_backbone_state(backbone, state)
 
 
 def new_backbone(name: str, dim: int, layers: int, seed: int) -> Backbone:

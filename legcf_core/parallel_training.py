@@ -18,7 +18,7 @@ import torch
 from legcf_core.bpr import batch_objective
 from legcf_core.config import TrainConfig
 from legcf_core.distributed import Group
-from legcf_core.schedule import decay_lr, follow_schedule
+from legcf_core.schedule import adam, decay_lr, follow_schedule
 from legcf_core.training import NegativeSampler, TrainableModel, train_epoch
 
 
@@ -58,7 +58,7 @@ def follow(
     S and every stop and lr decision from rank 0, which alone validates."""
     torch.manual_seed(config.seed)
     sampler = NegativeSampler(train, config.negatives, config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = adam(model.parameters(), config.lr)
     for epoch in range(1, config.epochs + 1):
         follow_schedule(optimizer, config, epoch)
         train_epoch(model, sampler, optimizer, config, None, parallel)

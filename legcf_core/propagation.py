@@ -58,3 +58,27 @@ def linear_operator(adjacency: torch.Tensor, assignment: sp.csr_matrix, layers: 
         x = torch.sparse.mm(adjacency, x)
         total += x
     return total.div_(layers + 1)
+
+
+def layer_operators(
+    adjacency: torch.Tensor, assignment: sp.csr_matrix, layers: int, n_entities: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[Ahat'^0 | Ahat'^1 | ... | Ahat'^L] [S; I], dense, split into the N entity rows and the c
+    meta rows ((N+c) x (L+1)c in all): with layer weights w_l, H = this times
+    :func:`mixed_codebook`. Each layer's block is written as it is made: L+1 blocks and two
+    (N+c) x c buffers at most."""
+    x = torch.from_numpy(stacked_input(assignment).toarray()).to(adjacency.device)
+    c = x.shape[1]
+    entity = torch.empty((n_entities, (layers + 1) * c), dtype=x.dtype, device=x.device)
+    meta = torch.empty((x.shape[0] - n_entities, (layers + 1) * c), dtype=x.dtype, device=x.device)
+    for layer in range(layers + 1):
+        if layer:
+            x = torch.sparse.mm(adjacency, x)
+        entity[:, layer * c : (layer + 1) * c] = x[:n_entities]
+        meta[:, layer * c : (layer + 1) * c] = x[n_entities:]
+    return entity, meta
+
+
+def mixed_codebook(codebook: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """[E diag(w_0); ...; E diag(w_L)], (L+1)c x d: what :func:`layer_operators` multiplies."""
+    return (mix[:, None, :] * codebook[None]).reshape(-1, codebook.shape[1])

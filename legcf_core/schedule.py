@@ -28,10 +28,21 @@ def follow_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, epoch
     lr = scheduled_lr(config, epoch)
     if lr is not None:
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
     """Scale every parameter group's learning rate (after an evaluation without improvement)."""
     for group in optimizer.param_groups:
         group["lr"] *= factor
+
+
+def adam(parameters: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam over ``parameters``, each at ``lr`` times its ``lr_scale`` attribute (1 where it has
+    none: a backbone's layer weights train slower than the embeddings, backbones.MIX_LR_SCALE).
+    Every group keeps its scale, so the schedules move all of them together."""
+    by_scale: dict[float, list[torch.nn.Parameter]] = {}
+    for parameter in parameters:
+        by_scale.setdefault(float(getattr(parameter, "lr_scale", 1.0)), []).append(parameter)
+    groups = [{"params": group, "lr": lr * scale, "lr_scale": scale} for scale, group in by_scale.items()]
+    return torch.optim.Adam(groups, lr=lr)

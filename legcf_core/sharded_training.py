@@ -44,7 +44,7 @@ from legcf_core.distributed import Group
 from legcf_core.errors import ConfigError, DistributedError
 from legcf_core.layers.codebook import CodebookLayer, l2_gram
 from legcf_core.runtime import release_freed_memory
-from legcf_core.schedule import decay_lr, follow_schedule
+from legcf_core.schedule import adam, decay_lr, follow_schedule
 from legcf_core.sharding import LocalRows, ShardOperator, interaction_chunks, read_own_rows
 from legcf_core.training import NegativeSampler, batch_count, train_epoch
 
@@ -57,12 +57,13 @@ GATHER_ROWS = 65536
 
 def check_shardable(layer: type, backbone: type) -> None:
     """Sharded training builds LEGCF's operator P row by row: only LEGCF on a fixed-operator
-    backbone (LightGCN) has one."""
-    if not (issubclass(layer, CodebookLayer) and backbone.fixed_operator):
+    backbone that takes the mean of its layers (LightGCN) has one."""
+    if not (issubclass(layer, CodebookLayer) and backbone.fixed_operator and not backbone.mixes_layers):
         raise ConfigError(
             None,
             f"sharded training (--shard) trains LEGCF on LightGCN only (each rank builds its rows of the "
-            f"operator P), not {layer.name} on {backbone.__name__}; train it without --shard",
+            f"operator P), not {layer.name} on {backbone.__name__}; train it without --shard "
+            "(or on --backbone lightgcn)",
         )
 
 
@@ -354,7 +355,7 @@ def follow_shard(group: Group, header: dict[str, Any], arrays: dict[str, np.ndar
     arrays.clear()  # all of S, as rank 0 sent it: this rank keeps its rows only
     config, update_every = TrainConfig(**header["config"]), header["update_every"]
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = adam(model.parameters(), config.lr)
     for epoch in range(1, config.epochs + 1):
         follow_schedule(optimizer, config, epoch)
         train_epoch(model, shard.own_sampler, optimizer, config, None, shard)

@@ -31,7 +31,7 @@ from legcf_core.bpr import batch_objective
 from legcf_core.config import VALIDATION_METRIC, TrainConfig
 from legcf_core.errors import TrainingError
 from legcf_core.evaluation import evaluate, scored_users
-from legcf_core.schedule import decay_lr, follow_schedule
+from legcf_core.schedule import adam, decay_lr, follow_schedule
 
 if TYPE_CHECKING:
     from legcf_core.distributed import Group
@@ -235,7 +235,7 @@ def fit(
     """
     torch.manual_seed(config.seed)
     sampler = (parallel.sampler if parallel else NegativeSampler)(train, config.negatives, config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = adam(model.parameters(), config.lr)
     if baseline is None or valid is None:
         best = TrainResult(model.state(), model.assignment, {VALIDATION_METRIC: -1.0}, 0)
     else:
@@ -318,7 +318,7 @@ def prune(
     reached the budget."""
     torch.manual_seed(config.seed)
     sampler = NegativeSampler(train, config.negatives, config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = adam(model.parameters(), config.lr)
     history: list[EpochLog] = []
     best, stale = -1.0, 0
     for epoch in range(1, config.epochs + 1):

@@ -46,6 +46,12 @@ TABLE: dict[tuple[str, str], Tuned] = {
         "lr 0.1 beat 0.02-0.2 with l2 3e-4, refine's valid NDCG@20 0.0885 against 0.0854 at 0.05 "
         "(H200 sweep, docs/measurements/h200-lr-l2-and-sweeps.jsonl, 733461f)",
     ),
+    (ANY, "lightgcn-mix"): Tuned(
+        0.05, 65536, source="LightGCN's (the layer weights train at a tenth of lr, backbones.MIX_LR_SCALE)"
+    ),
+    ("legcf", "lightgcn-mix"): Tuned(
+        0.1, 16384, source="LEGCF on LightGCN's: ml-1m's validation held at lr 0.1 with the weights at 0.01"
+    ),
     ("full", "lightgcn"): Tuned(
         0.05, 16384, source="batch 16,384 beat 65,536 on validation, NDCG@20 0.1073 against 0.1045 (70a2e92)"
     ),

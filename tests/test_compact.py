@@ -98,7 +98,8 @@ def test_legcf_compact_rows_fit_h_full_with_t_meta_rows(trained_run, tmp_path):
     def error(rows):
         return float(((rows - h_full).norm(dim=1) / h_full.norm(dim=1)).mean())
 
-    assert error(served) < 0.5 * error(training_s)  # the fitted S explains H_full far better
+    # t fitted codes explain H_full better than training's S (S0, or refine's pooled codes, up to 2t)
+    assert error(served) < 0.8 * error(training_s)
     tensors, _ = read_tensors(output, kind="compact")
     columns = read_uints(tensors, "columns", (data.n_entities, 2), upper=h_meta.shape[0] - 1)
     assert columns.shape == (data.n_entities, 2)

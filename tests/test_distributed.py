@@ -55,6 +55,16 @@ def error_lines(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def lightgcn_run(tmp_path_factory, partitioned_run) -> Path:
+    """The shared trained run's stages on LightGCN's layer mean: what sharded training trains
+    (``auto`` gives LEGCF mixed layers in one process, LightGCN under --shard)."""
+    run_dir = copy_run(partitioned_run, tmp_path_factory.mktemp("lightgcn") / "run")
+    on_lightgcn = {"pretrain": ("--backbone", "lightgcn"), "refine": ()}  # refine keeps pretrain's
+    train_stages(run_dir, lambda *args: invoke_ok(*args, *on_lightgcn[args[0]]))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory, demo_path) -> Path:
     """``legcf run`` with the shared trained run's settings, in two processes."""
     run_dir = tmp_path_factory.mktemp("torchrun") / "run"
@@ -118,8 +128,8 @@ def rank_pid(launcher: int, rank: int) -> int | None:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers in /proc")
 @pytest.mark.parametrize("mode", [(), ("--shard",)], ids=["data-parallel", "sharded"])
-def test_a_killed_rank_fails_the_run_with_one_line(mode, tmp_path, trained_run):
-    run_dir = copy_run(trained_run, tmp_path / "run")
+def test_a_killed_rank_fails_the_run_with_one_line(mode, tmp_path, trained_run, lightgcn_run):
+    run_dir = copy_run(lightgcn_run if mode else trained_run, tmp_path / "run")  # --shard: LightGCN
     before = {name: (run_dir / name).read_bytes() for name in ("pretrain.safetensors", "refine.safetensors")}
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as err:
@@ -235,7 +245,8 @@ def sharded_run(tmp_path_factory, partitioned_run) -> Path:
     return run_dir
 
 
-def test_two_sharded_ranks_train_what_one_process_trains(sharded_run, trained_run):
+def test_two_sharded_ranks_train_what_one_process_trains(sharded_run, lightgcn_run):
+    trained_run = lightgcn_run  # sharded training is LightGCN's
     one_stages, two_stages = read_manifest(trained_run)["stages"], read_manifest(sharded_run)["stages"]
     for stage in ("pretrain", "refine"):
         one, two = one_stages[stage]["history"], two_stages[stage]["history"]
@@ -260,8 +271,9 @@ def test_the_manifest_says_sharded_and_each_ranks_rows(sharded_run):
         assert len(entry["rank_peak_rss_mb"]) == 2 and min(entry["rank_peak_rss_mb"]) > 0
 
 
-def test_one_sharded_rank_trains_as_one_process(tmp_path, partitioned_run, trained_run):
+def test_one_sharded_rank_trains_as_one_process(tmp_path, partitioned_run, lightgcn_run):
     """--shard without torchrun: the same batches as one process; only P's rounding differs."""
+    trained_run = lightgcn_run  # sharded training is LightGCN's
     run_dir = copy_run(partitioned_run, tmp_path / "run")
     train_stages(run_dir, lambda *args: invoke_ok(*args, "--shard"))
     for name in ("pretrain.safetensors", "refine.safetensors"):
@@ -271,6 +283,13 @@ def test_one_sharded_rank_trains_as_one_process(tmp_path, partitioned_run, train
     assert read_manifest(run_dir)["stages"]["refine"]["rank_rows"] == [
         sum(read_manifest(run_dir)["stages"]["prepare"]["metrics"][k] for k in ("users", "items"))
     ]
+
+
+def test_shard_refuses_to_refine_mixed_layers(tmp_path, trained_run):
+    """Sharded refine of a model pretrained on mixed layers (auto's LEGCF) fails in one line."""
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    result = invoke("refine", run_dir, "--shard", "--epochs", "1", *TRAIN_OPTS)
+    assert_clean_error(result, "--shard", "lightgcn")
 
 
 @pytest.mark.parametrize("args", [("--embedding", "full"), ("--backbone", "ngcf")])

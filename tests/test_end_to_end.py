@@ -51,11 +51,15 @@ def read_model_file(path):
         tensors["codebook"],
         sp.csr_matrix((tensors["assignment.data"], indices, indptr), shape=shape),
         layers,
+        tensors.get("backbone.mix"),  # the layer weights of mixed layers (LEGCF's default backbone)
     )
 
 
-def dense_embeddings(train: sp.csr_matrix, S: sp.csr_matrix, E: np.ndarray, layers: int) -> np.ndarray:
-    """H_full by explicit propagation over A' = [[A, S], [S^T, 0]] (float64, dense)."""
+def dense_embeddings(
+    train: sp.csr_matrix, S: sp.csr_matrix, E: np.ndarray, layers: int, mix: np.ndarray | None = None
+) -> np.ndarray:
+    """H_full by explicit propagation over A' = [[A, S], [S^T, 0]] (float64, dense): the mean of
+    the layers, or with ``mix`` ((L+1) x d) each layer weighed in each dimension."""
     n_users, n_items = train.shape
     n, c = n_users + n_items, S.shape[1]
     Ap = np.zeros((n + c, n + c))
@@ -67,11 +71,12 @@ def dense_embeddings(train: sp.csr_matrix, S: sp.csr_matrix, E: np.ndarray, laye
     inv = np.where(degree > 0, 1 / np.sqrt(np.maximum(degree, 1e-300)), 0.0)
     Ahat = inv[:, None] * Ap * inv[None, :]
     h = np.vstack([S.toarray() @ E, E])
-    total = h.copy()
-    for _ in range(layers):
+    weights = np.full((layers + 1, E.shape[1]), 1.0 / (layers + 1)) if mix is None else mix.astype(np.float64)
+    total = h * weights[0]
+    for layer in range(1, layers + 1):
         h = Ahat @ h
-        total += h
-    return (total / (layers + 1))[:n]
+        total += h * weights[layer]
+    return total[:n]
 
 
 def test_evaluate_json_keys(test_json, data):
@@ -96,9 +101,9 @@ def test_metrics_match_an_independent_recomputation(run_dir, test_json, data):
     model_file = run_dir / (
         "refine.safetensors" if test_json["model"] == "refine" else "pretrain.safetensors"
     )
-    codebook, S, layers = read_model_file(model_file)
-    assert layers == LAYERS
-    h = torch.from_numpy(dense_embeddings(data.train, S, codebook.astype(np.float64), layers))
+    codebook, S, layers, mix = read_model_file(model_file)
+    assert layers == LAYERS and mix is not None and mix.shape == (LAYERS + 1, DIM)  # lightgcn-mix
+    h = torch.from_numpy(dense_embeddings(data.train, S, codebook.astype(np.float64), layers, mix))
     ours = evaluate(h[: data.n_users], h[data.n_users :], data.train, data.test)
     for key in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"):
         assert ours[key] == pytest.approx(test_json[key], abs=2e-6), key
@@ -127,14 +132,14 @@ def test_inspect_run_dir_and_export(run_dir, tmp_path):
     export = json.loads(invoke_ok("export", run_dir, "-o", exported, "--json").stdout)
     from_run = json.loads(invoke_ok("inspect", run_dir, "--json").stdout)
     from_file = json.loads(invoke_ok("inspect", exported, "--json").stdout)
-    codebook, S, _ = read_model_file(exported)
+    codebook, S, _, _ = read_model_file(exported)
     n_entities = S.shape[0]
     for summary in (from_run, from_file):
         expected = {"params", "full_table_params", "meta_embeddings", "per_entity", "dim", "entities"}
         assert expected <= set(summary)
         assert summary["meta_embeddings"] == CODEBOOK == codebook.shape[0]
         assert summary["dim"] == DIM == codebook.shape[1]
-        assert summary["per_entity"] == PER_ENTITY
+        assert summary["per_entity"] == np.diff(S.indptr).max() <= 2 * PER_ENTITY  # pooled codes
         assert summary["entities"] == n_entities
         assert summary["params"] == CODEBOOK * DIM + S.nnz
         assert summary["full_table_params"] == n_entities * max(DIM, 128)

@@ -72,6 +72,7 @@ from legcf_core.config import (
     TrainConfig,
     column_choice,
 )
+from legcf_core.registry import resolve_backbone
 from legcf_core.tuning import tuned
 
 PREPARE = PrepareConfig()
@@ -83,10 +84,10 @@ AUTO = "auto"
 
 
 def lr_and_batch(
-    embedding: str, backbone: str, lr: float | None, batch_size: int | None
+    embedding: str, backbone: str, lr: float | None, batch_size: int | None, shard: bool = False
 ) -> tuple[float, int]:
     """--lr and --batch-size as given, else the values tuned for this layer and backbone."""
-    defaults = tuned(embedding, backbone)
+    defaults = tuned(embedding, resolve_backbone(backbone, embedding, shard))
     return (defaults.lr if lr is None else lr, defaults.batch_size if batch_size is None else batch_size)
 
 
@@ -227,7 +228,7 @@ def pretrain(
 ) -> None:
     """Learn the embedding layer (LEGCF: the codebook with S fixed; PEP: prune to the budget);
     keep the best on validation NDCG@20."""
-    lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
+    lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size, shard)
     shared = (batch_size, negatives, lr, l2, patience, eval_every)
     train = training(epochs, *shared, lr_decay, seed, lr_schedule.value, eval_users)
     config = PretrainConfig(dim, layers, train, embedding.value, backbone.value, budget)
@@ -317,7 +318,7 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """All stages in order with one config; prints test metrics and model size; each layer runs its stages."""
-    lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size)
+    lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size, shard)
     shared, sizing = (batch_size, negatives, lr, l2, patience, eval_every), (compression, budget, dim)
     partition_config = partitioning(codebook_size, per_entity, anchor_weight, init, teacher, seed, sizing)
     pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed, lr_schedule.value, eval_users)

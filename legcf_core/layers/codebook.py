@@ -18,6 +18,7 @@ import torch
 
 from legcf_core import artifacts as art
 from legcf_core.assignment import update_assignment
+from legcf_core.backbones import backbone_state, load_backbone_state
 from legcf_core.graph import expanded_adjacency, normalize_symmetric
 from legcf_core.inspection import describe, embedding_bytes, embedding_params
 from legcf_core.layers import (
@@ -28,7 +29,13 @@ from legcf_core.layers import (
     stored_table,
     xavier_uniform,
 )
-from legcf_core.propagation import linear_operator, stacked_input, to_torch_csr
+from legcf_core.propagation import (
+    layer_operators,
+    linear_operator,
+    mixed_codebook,
+    stacked_input,
+    to_torch_csr,
+)
 from legcf_core.sizing import legcf_params  # noqa: F401 (the count lives with the sizing rule)
 
 OPERATOR_COST_RATIO = 32
@@ -39,35 +46,50 @@ the machine's memory, so a graph too large for P trains (slowly) rather than run
 
 
 def operator_pays(
-    n_entities: int, codebook_size: int, layers: int, expanded_nnz: int, memory: int | None = None
+    n_entities: int,
+    codebook_size: int,
+    layers: int,
+    expanded_nnz: int,
+    memory: int | None = None,
+    mixed: bool = False,
 ) -> bool:
     """Whether the dense (N+c) x c operator P beats L sparse passes over A' per training step,
     and its build fits in memory (:func:`operator_declined`)."""
-    return operator_declined(n_entities, codebook_size, layers, expanded_nnz, memory) is None
+    return operator_declined(n_entities, codebook_size, layers, expanded_nnz, memory, mixed) is None
 
 
 def operator_declined(
-    n_entities: int, codebook_size: int, layers: int, expanded_nnz: int, memory: int | None = None
+    n_entities: int,
+    codebook_size: int,
+    layers: int,
+    expanded_nnz: int,
+    memory: int | None = None,
+    mixed: bool = False,
 ) -> str | None:
     """Why explicit propagation is chosen over the dense operator P; None where P pays.
 
     P's product grows with c, explicit propagation does not: on Gowalla P wins
     at c = 500 and loses from c of about 2,500 on. Building P takes three
     4(N+c)c-byte buffers, which must fit in OPERATOR_MEMORY_SHARE of ``memory``
-    (default: this machine's).
+    (default: this machine's). With ``mixed`` layers (a weight per layer and dimension) P is
+    one block a layer: L+1 times the product, and L+3 buffers to build.
     """
     c = codebook_size
-    dense = (n_entities + c) * c
+    blocks = layers + 1 if mixed else 1
+    dense = (n_entities + c) * c * blocks
     if dense > OPERATOR_COST_RATIO * layers * expanded_nnz:
         return (
-            f"c = {c:,} is large against the graph: the dense operator P ((N+c) x c = {dense:,} entries) "
+            f"c = {c:,} is large against the graph: the dense operator P ({blocks} x (N+c) x c = "
+            f"{dense:,} entries) "
             f"costs more per step than {layers} sparse passes over A' ({expanded_nnz:,} nonzeros); "
             "propagating explicitly"
         )
-    build, memory = 3 * 4 * dense, physical_memory() if memory is None else memory
+    buffers = blocks + 2 if mixed else 3
+    build, memory = buffers * 4 * (n_entities + c) * c, physical_memory() if memory is None else memory
     if build > OPERATOR_MEMORY_SHARE * memory:
         return (
-            f"building the dense operator P ((N+c) x c at c = {c:,}) takes {build / 1e9:.1f} GB, more than "
+            f"building the dense operator P ({blocks} x (N+c) x c at c = {c:,}) "
+            f"takes {build / 1e9:.1f} GB, more than "
             f"{OPERATOR_MEMORY_SHARE:.0%} of this machine's {memory / 1e9:.1f} GB; propagating explicitly"
         )
     return None
@@ -124,14 +146,16 @@ class CodebookLayer(EmbeddingLayer):
     def operator_model(self, adjacency: sp.csr_matrix, n_users: int, backbone: Any, device: torch.device):
         if not backbone.fixed_operator or self.propagation_note(adjacency, backbone) is not None:
             return None
-        return OperatorModel(self, adjacency, n_users, backbone.layers, device)
+        return OperatorModel(self, adjacency, n_users, backbone.layers, device, backbone)
 
     def propagation_note(self, adjacency: sp.csr_matrix, backbone: Any) -> str | None:
         """On a linear backbone, why P does not pay here (:func:`operator_declined`)."""
         if not backbone.fixed_operator:
             return None
         expanded_nnz = adjacency.nnz + 2 * self._assignment.nnz
-        return operator_declined(adjacency.shape[0], self.codebook.shape[0], backbone.layers, expanded_nnz)
+        mixed = backbone.layer_mix() is not None
+        c = self.codebook.shape[0]
+        return operator_declined(adjacency.shape[0], c, backbone.layers, expanded_nnz, mixed=mixed)
 
     def update_assignment(self, outputs: torch.Tensor) -> int:
         """S re-solved from H_full and H_meta by ``self.solver`` (pinv: Eq. 10-11); returns rows
@@ -180,12 +204,22 @@ class OperatorModel:
     """Entity embeddings H = P E_meta over the expanded graph A' = [[A, S], [S^T, 0]].
 
     P is rebuilt whenever S changes; between changes a forward pass is one
-    dense (N+c) x c by c x d product. Trains the layer's own codebook.
+    dense (N+c) x c by c x d product. Trains the layer's own codebook, and a
+    ``backbone``'s layer weights where it mixes its layers (then P holds one block a layer,
+    and H = [P_0 ... P_L] [E diag(w_0); ...; E diag(w_L)]).
     """
 
     def __init__(
-        self, layer: CodebookLayer, adjacency: sp.csr_matrix, n_users: int, layers: int, device: torch.device
+        self,
+        layer: CodebookLayer,
+        adjacency: sp.csr_matrix,
+        n_users: int,
+        layers: int,
+        device: torch.device,
+        backbone: torch.nn.Module | None = None,
     ) -> None:
+        self.backbone = backbone.to(device) if backbone is not None else None
+        self.mix = backbone.layer_mix() if backbone is not None else None
         self.layer = layer.to(device)
         self.adjacency = adjacency
         self.n_users = n_users
@@ -205,18 +239,28 @@ class OperatorModel:
     def _build_operator(self) -> None:
         """Regenerate A' and the linear operator P from the current S (Algorithm 1, line 11)."""
         self.entity_operator = self.meta_operator = None  # free the old P before building the new
-        expanded = normalize_symmetric(expanded_adjacency(self.adjacency, self.assignment))
-        operator = linear_operator(to_torch_csr(expanded, self.device), self.assignment, self.layers)
+        normalized = normalize_symmetric(expanded_adjacency(self.adjacency, self.assignment))
+        expanded = to_torch_csr(normalized, self.device)
+        if self.mix is not None:
+            self.entity_operator, self.meta_operator = layer_operators(
+                expanded, self.assignment, self.layers, self.n_entities
+            )
+            return
+        operator = linear_operator(expanded, self.assignment, self.layers)
         self.entity_operator = operator[: self.n_entities].contiguous()
         self.meta_operator = operator[self.n_entities :].contiguous()
 
+    def _weights(self) -> torch.Tensor:
+        """What P multiplies: E_meta, or with mixed layers E_meta scaled by each layer's weights."""
+        return self.codebook if self.mix is None else mixed_codebook(self.codebook, self.mix)
+
     def entity_embeddings(self) -> torch.Tensor:
         """H_full = P[:N] E_meta (Eq. 9)."""
-        return self.entity_operator @ self.codebook
+        return self.entity_operator @ self._weights()
 
     def meta_embeddings(self) -> torch.Tensor:
         """H_meta = P[N:] E_meta (Eq. 9)."""
-        return self.meta_operator @ self.codebook
+        return self.meta_operator @ self._weights()
 
     def node_outputs(self) -> torch.Tensor:
         """H of all N + c nodes: [H_full; H_meta]."""
@@ -236,7 +280,7 @@ class OperatorModel:
         return kept
 
     def parameters(self) -> list[torch.nn.Parameter]:
-        return [self.codebook]
+        return [self.codebook] if self.mix is None else [self.codebook, self.mix]
 
     def outputs(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """H_full and the batch's L2 sum as tr(E^T W E), W = S^T diag(counts) S (c x c)."""
@@ -249,18 +293,23 @@ class OperatorModel:
 
     def entity_rows(self, rows: np.ndarray) -> torch.Tensor:
         """H at ``rows`` only: P[rows] E_meta."""
-        return self.entity_operator.index_select(0, torch.from_numpy(rows).to(self.device)) @ self.codebook
+        return self.entity_operator.index_select(0, torch.from_numpy(rows).to(self.device)) @ self._weights()
 
     def _l2_sum(self, gram: np.ndarray) -> torch.Tensor:
         weights = torch.from_numpy(gram).to(self.device, self.codebook.dtype)
         return (self.codebook * (weights @ self.codebook)).sum()
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"codebook": self.codebook.detach().cpu().clone()}
+        state = {"codebook": self.codebook.detach().cpu().clone()}
+        if self.backbone is not None:
+            state.update(backbone_state(self.backbone))
+        return state
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             self.codebook.copy_(state["codebook"].to(self.device))
+            if self.backbone is not None:
+                load_backbone_state(self.backbone, state)
 
     def stored_params(self) -> int:
         return self.layer.stored_params()

@@ -56,6 +56,7 @@ def export(run: art.RunDir, output: Path | None = None, which: str = "auto") -> 
             "path": str(output),
             "bytes": output.stat().st_size,
             "params": model.stored_params(),
+            "backbone_params": model.backbone_params(),
             "embedding_bytes": model.stored_bytes(),
             "embedding": model.embedding,
             "backbone": model.backbone_name,

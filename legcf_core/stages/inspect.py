@@ -15,7 +15,13 @@ from legcf_core.stages.inputs import load_data, load_model, load_partition_parts
 
 
 def summary(model: StoredModel, n_users: int) -> dict[str, Any]:
-    return {"embedding": model.embedding, "backbone": model.backbone_name, **model.layer.describe(n_users)}
+    described = model.layer.describe(n_users)
+    return {
+        "embedding": model.embedding,
+        "backbone": model.backbone_name,
+        **described,
+        "backbone_params": model.backbone_params(),
+    }
 
 
 def inspect_path(path: Path, which: str = "auto") -> dict[str, Any]:

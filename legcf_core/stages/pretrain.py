@@ -25,7 +25,7 @@ from legcf_core.registry import layer_type
 from legcf_core.sizing import choose_codebook, legcf_params
 from legcf_core.stages.inputs import load_data, load_initial_assignment, load_initial_codebook
 from legcf_core.stages.record import record_stage, rounded
-from legcf_core.stages.session import Session, history_rows, refuse_unshardable
+from legcf_core.stages.session import Session, concrete_backbone, history_rows, refuse_unshardable
 
 
 def pretrain(
@@ -35,6 +35,7 @@ def pretrain(
     reporter = reporter or SilentReporter()
     config.check()
     kind = layer_type(config.embedding)
+    config = concrete_backbone(config)
     refuse_unshardable(kind, config.backbone)  # an unknown backbone, or one --shard cannot train, fails first
     config = with_dim(run, config, kind.uses_partition)
     with run.writing("pretrain"):

@@ -27,7 +27,7 @@ from legcf_core.stages.partition import partition
 from legcf_core.stages.prepare import prepare_as
 from legcf_core.stages.pretrain import pretrain
 from legcf_core.stages.refine import refine
-from legcf_core.stages.session import refuse_unshardable
+from legcf_core.stages.session import concrete_backbone, refuse_unshardable
 
 
 def run_all(
@@ -55,6 +55,7 @@ def run_all(
     reporter = reporter or SilentReporter()
     protocol = replace(protocol or PrepareConfig(), seed=partition_config.seed, test_fraction=test_fraction)
     kind = layer_type(pretrain_config.embedding)
+    pretrain_config = concrete_backbone(pretrain_config)
     if pretrain_config.dim is not None:  # c is sized at pretrain's d; without one, partition chooses
         partition_config = replace(partition_config, dim=pretrain_config.dim)
     read = read or ReadConfig()
@@ -80,13 +81,13 @@ def run_all(
             run, "test", (10, 20), "auto", device, reporter, None, train.eval_users, train.seed
         )
         exported = export(run)
+        sizes = {name: exported[name] for name in ("params", "backbone_params", "embedding_bytes")}
         return {
             **result,
             "embedding": pretrain_config.embedding,
             "backbone": pretrain_config.backbone,
             "kept": kept,
-            "params": exported["params"],
-            "embedding_bytes": exported["embedding_bytes"],
+            **sizes,
             "model_file_bytes": exported["bytes"],
         }
 

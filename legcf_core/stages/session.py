@@ -9,18 +9,19 @@ validation NDCG@20 per epoch) and leaves the trained layer at its best state.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from legcf_core.config import VALIDATION_METRIC, TrainConfig
+from legcf_core.config import VALIDATION_METRIC, PretrainConfig, TrainConfig
 from legcf_core.data import Interactions
 from legcf_core.distributed import active, begin_job, processes_entry
 from legcf_core.layers import EmbeddingLayer, Trained
 from legcf_core.model import StoredModel, trainable
 from legcf_core.progress import Reporter, Task
-from legcf_core.registry import backbone_entry, backbone_type
+from legcf_core.registry import backbone_entry, backbone_type, resolve_backbone
 from legcf_core.training import EpochLog, TrainResult, batch_count, fit, prune, validate
 
 Baseline = tuple[dict[str, float], dict[str, torch.Tensor], Any]  # valid metrics, state, S
@@ -143,6 +144,15 @@ class Session:
         return validate(
             self._trainable(layer), self.data.train, self.valid, self.config.eval_users, self.config.seed
         )
+
+
+def concrete_backbone(config: PretrainConfig) -> PretrainConfig:
+    """``config`` with its backbone as named, or for ``auto`` the embedding's default under this
+    process's training (:func:`~legcf_core.registry.resolve_backbone`; sharded training takes
+    LightGCN)."""
+    group = active()
+    sharded = group is not None and group.sharded
+    return replace(config, backbone=resolve_backbone(config.backbone, config.embedding, sharded))
 
 
 def refuse_unshardable(layer: type, backbone: str) -> None:
