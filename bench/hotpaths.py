@@ -35,7 +35,7 @@ from legcf_core.layers.codebook import legcf_params
 from legcf_core.model import StoredModel, new_backbone, trainable
 from legcf_core.partition import initial_assignment, metis_partition
 from legcf_core.recommender import Recommender
-from legcf_core.registry import layer_type
+from legcf_core.registry import layer_type, resolve_backbone
 from legcf_core.runtime import keep_freed_memory, resolve_device
 from legcf_core.spectral import spectral_rows
 from legcf_core.table_coding import code_table
@@ -70,11 +70,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--batch-size", type=int, help="default: what the layer trains with")
     parser.add_argument("--embedding", default="legcf", help="legcf, full, qr or pep")
-    parser.add_argument("--backbone", default="lightgcn", help="lightgcn, ngcf or lrgccf")
+    parser.add_argument("--backbone", default="auto", help="auto (the layer's default) or a backbone name")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each path; the fastest is reported")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    args.backbone = resolve_backbone(args.backbone, args.embedding)
 
     keep_freed_memory()
     device = resolve_device(args.device)
