@@ -119,7 +119,7 @@ MIXED_BACKBONE = "lightgcn-mix"
 
 def resolve_backbone(name: str, embedding: str, sharded: bool = False) -> str:
     """The backbone ``name`` stands for: itself, or for ``auto`` the embedding's default. LEGCF
-    trains on LightGCN with mixed layers (ml-1m keeps 91% of the full table instead of 87%,
+    trains on LightGCN with mixed layers (ml-1m keeps 92% of the full table instead of 87%,
     docs/results.md) except under sharded training, whose per-rank operator is LightGCN's mean;
     every other layer on LightGCN (a free table overfits with mixed layers)."""
     if name != AUTO_BACKBONE:
