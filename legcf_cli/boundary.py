@@ -12,6 +12,7 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+from contextlib import suppress
 from typing import Any
 
 import typer
@@ -69,4 +70,24 @@ class LegcfGroup(TyperGroup):
         except typer.Abort:
             error_line("aborted")
             sys.exit(1)
+        exit_launched(code if isinstance(code, int) else 0)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def exit_launched(code: int) -> None:
+    """A process torchrun launched ends here, once its command is over and its process group
+    left: flushed, then ``os._exit``, past the interpreter's teardown. There the C++ threads of
+    torch.distributed's store and gloo could be destroyed unjoined, and a rank that had finished
+    its work died of SIGABRT ("terminate called without an active exception"), failing the whole
+    launch about once in twelve (docs/scaling.md). A process torchrun did not launch returns."""
+    import os
+
+    if os.environ.get("WORLD_SIZE", "1") in ("", "0", "1") or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(code)
