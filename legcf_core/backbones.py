@@ -134,7 +134,7 @@ class MixedLightGCN(LightGCN):
     def __init__(self, dim: int, layers: int, seed: int = 0) -> None:
         super().__init__(dim, layers, seed)
         self.mix = torch.nn.Parameter(torch.full((layers + 1, dim), 1.0 / (layers + 1)))
-        self.mix.lr_scale = MIX_LR_SCALE  # read by training.adam
+        self.mix.lr_scale = MIX_LR_SCALE  # read by schedule.adam
 
     @classmethod
     def weight_shapes(cls, dim: int, layers: int) -> dict[str, tuple[int, ...]]:
