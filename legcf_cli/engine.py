@@ -68,11 +68,16 @@ def training_device(name: str, shard: bool = False) -> Iterator[Any]:
 TRAINING_COMMANDS = ("run", "pretrain", "refine")
 
 
-def refuse_launch_without_training(command: str | None) -> None:
-    """torchrun may launch only the training commands; another would run once per rank."""
+def launched_with_ranks() -> bool:
+    """Whether torchrun (or its environment) started this process as one of several ranks."""
     import os
 
-    if command not in TRAINING_COMMANDS and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+    return os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1")
+
+
+def refuse_launch_without_training(command: str | None) -> None:
+    """torchrun may launch only the training commands; another would run once per rank."""
+    if command not in TRAINING_COMMANDS and launched_with_ranks():
         from legcf_core.errors import DistributedError
 
         raise DistributedError(

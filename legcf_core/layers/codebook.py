@@ -153,8 +153,7 @@ class CodebookLayer(EmbeddingLayer):
         if not backbone.fixed_operator:
             return None
         expanded_nnz = adjacency.nnz + 2 * self._assignment.nnz
-        mixed = backbone.layer_mix() is not None
-        c = self.codebook.shape[0]
+        c, mixed = self.codebook.shape[0], backbone.mixes_layers
         return operator_declined(adjacency.shape[0], c, backbone.layers, expanded_nnz, mixed=mixed)
 
     def update_assignment(self, outputs: torch.Tensor) -> int:
