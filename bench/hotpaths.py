@@ -1,7 +1,8 @@
 """Time legcf's hot paths on a dataset: a training epoch, an assignment update
 (the solve + graph and operator rebuild, by each solver; ``update_s`` is the
 default's), full-ranking evaluation and top-20 recommendations for 1,000 users;
-for LEGCF also the two starts: METIS, and the spectral rows with their coding.
+for LEGCF also the starts: METIS and S0 (``--others neighbor``), and the spectral rows
+with their coding.
 
     python bench/hotpaths.py ../shared/data/gowalla --json
     python bench/hotpaths.py ../shared/data/gowalla --embedding full --backbone ngcf --json
@@ -82,7 +83,10 @@ def main() -> None:
     data = load_dataset(args.data)
     adjacency = bipartite_adjacency(data.train)
     metis_s, parts = timed(device, lambda: metis_partition(adjacency, args.codebook_size, 2024))
-    assignment = initial_assignment(parts.parts, args.codebook_size, args.per_entity, 0.5, 2024)
+    s0_s, assignment = timed(
+        device,
+        lambda: initial_assignment(parts.parts, args.codebook_size, args.per_entity, 0.5, 2024, adjacency),
+    )
     batch_size = args.batch_size or tuned(args.embedding, args.backbone).batch_size
     config = TrainConfig(batch_size=batch_size, lr=tuned(args.embedding, args.backbone).lr)
     kind = layer_type(args.embedding)
@@ -139,6 +143,7 @@ def main() -> None:
         "recommend_1000_users_s": round(recommend_s, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "metis_s": round(metis_s, 3),
+        "initial_assignment_s": round(s0_s, 3),  # S0 with --others neighbor, the default
         **starts,
         "positives": int(data.train.nnz),
         "users": data.n_users,

@@ -22,6 +22,7 @@ from legcf_core.config import (
     MAX_LAYERS,
     MAX_SEED,
     MODEL_CHOICES,
+    OTHERS,
     SOLVERS,
     SPLIT_METHODS,
     SPLITS,
@@ -39,6 +40,7 @@ def _choices(name: str, values: tuple[str, ...] | list[str]) -> type[enum.Enum]:
 Embedding = _choices("Embedding", list(LAYERS))
 Backbone = _choices("Backbone", [AUTO_BACKBONE, *BACKBONES])
 Init = _choices("Init", INITS)
+Others = _choices("Others", OTHERS)
 Split = _choices("Split", SPLITS)
 LrSchedule = _choices("LrSchedule", LR_SCHEDULES)
 Solver = _choices("Solver", SOLVERS)
@@ -82,6 +84,7 @@ FLAG_NAMES = {
     "per_entity": "--per-entity",
     "anchor_weight": "--anchor-weight",
     "init": "--init",
+    "others": "--others",
     "teacher": "--teacher",
     "dim": "--dim",
     "layers": "--layers",
@@ -257,6 +260,15 @@ InitOpt = Annotated[
         help="Initial S: METIS or random anchors, or S and the codebook coded from the graph's leading "
         "singular vectors (spectral) or from --teacher's table; auto is METIS on a graph of "
         "communities, else spectral.",
+    ),
+]
+OthersOpt = Annotated[
+    Others,
+    typer.Option(
+        "--others",
+        help="How S0 picks each entity's t-1 meta-embeddings beside its anchor: from the parts its "
+        "edges reach, in proportion to those edges (neighbor), or uniformly at random (random, the "
+        "paper). Anchored inits only.",
     ),
 ]
 TeacherOpt = Annotated[

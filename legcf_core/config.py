@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from legcf_core.errors import ConfigError
 
 INITS = ("auto", "metis", "random", "spectral", "teacher")
+OTHERS = ("neighbor", "random")  # how S0 picks the t-1 meta-embeddings beside the anchor
 SPLITS = ("valid", "test")
 # How prepare holds out test: "auto" is "files" for a directory of train/test files and
 # "random" for one file; "time" takes each user's latest interactions (needs a time column).
@@ -142,9 +143,9 @@ class ReadConfig:
 
 @dataclass(frozen=True)
 class PartitionConfig:
-    """c, t, w*, the init and its seed. Without ``codebook_size``, partition sizes c to the
-    data (legcf_core.sizing): from ``budget`` if given, else from ``compression`` (default
-    44), at embedding dimension ``dim`` (pretrain's d)."""
+    """c, t, w*, the init, how S0 picks the others beside the anchor, and the seed. Without
+    ``codebook_size``, partition sizes c to the data (legcf_core.sizing): from ``budget`` if
+    given, else from ``compression`` (default 44), at embedding dimension ``dim`` (pretrain's d)."""
 
     codebook_size: int | None = None  # c; None: sized to the data
     per_entity: int = 2  # t
@@ -155,12 +156,15 @@ class PartitionConfig:
     budget: int | None = None  # LEGCF's parameters c*d + N*t at most this
     dim: int | None = None  # the d that c is sized at; None: chosen from the data (sizing.choose_width)
     teacher: str | None = None  # init "teacher": the trained run whose table S0 and M0 are coded from
+    others: str = "neighbor"  # S0's t-1 others: parts the entity's edges reach, or "random" (the paper)
 
     def check(self) -> None:
-        """What needs no data: c, t >= 1, t <= c, w* in range, a known init (a teacher with
+        """What needs no data: c, t >= 1, t <= c, w* in range, a known init and others (a teacher with
         init "teacher" only), the seed's range, one sizing target at most."""
         if self.init not in INITS:
             raise ConfigError("init", f"{self.init!r} is unknown; expected {', '.join(INITS)}")
+        if self.others not in OTHERS:
+            raise ConfigError("others", f"{self.others!r} is unknown; expected {', '.join(OTHERS)}")
         if (self.init == "teacher") != (self.teacher is not None):
             if self.teacher is None:
                 raise ConfigError("init", "teacher needs --teacher RUN, a run trained on the same data")

@@ -1,4 +1,5 @@
-"""Initial assignments: METIS communities as anchors (Section 3.4), or random."""
+"""Initial assignments: METIS communities as anchors (Section 3.4), or random; the other
+meta-embeddings are the parts an entity's edges reach most, or uniform draws (the paper)."""
 
 from __future__ import annotations
 
@@ -57,17 +58,28 @@ def random_partition(n_entities: int, n_parts: int, seed: int) -> Partition:
 
 
 def initial_assignment(
-    anchors: np.ndarray, codebook_size: int, per_entity: int, anchor_weight: float, seed: int
+    anchors: np.ndarray,
+    codebook_size: int,
+    per_entity: int,
+    anchor_weight: float,
+    seed: int,
+    adjacency: sp.csr_matrix | None = None,
 ) -> sp.csr_matrix:
     """S0 of Section 3.4: weight w* on the anchor, (1-w*)/(t-1) on t-1 other meta-embeddings.
 
-    The t-1 others are distinct (drawn without replacement) so every row has
-    exactly t nonzeros summing to 1; with t = 1 the anchor carries weight 1.
+    The paper draws the t-1 others uniformly; given the graph's ``adjacency``
+    they are the parts the entity's edges reach most (:func:`neighbor_others`),
+    and uniform only where its edges reach too few other parts. They are
+    distinct, so every row has exactly t nonzeros summing to 1; with t = 1 the
+    anchor carries weight 1.
     """
     check_anchor_weight(anchor_weight, per_entity)
     n = anchors.size
     rng = np.random.default_rng(seed)
-    others = _distinct_others(anchors, codebook_size, per_entity - 1, rng)
+    given = None
+    if adjacency is not None and per_entity > 1:
+        given = neighbor_others(adjacency, anchors, codebook_size, per_entity - 1, rng)
+    others = _distinct_others(anchors, codebook_size, per_entity - 1, rng, given)
     columns = np.concatenate([anchors[:, None], others], axis=1)
     weights = np.empty((n, per_entity), dtype=np.float32)
     weights[:, 0] = anchor_weight if per_entity > 1 else 1.0
@@ -76,23 +88,53 @@ def initial_assignment(
     return rows_to_csr(columns, weights, codebook_size)
 
 
-def _distinct_others(anchors: np.ndarray, c: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k distinct meta-embeddings (columns of S) per row, none equal to the row's anchor.
+def neighbor_others(
+    adjacency: sp.csr_matrix, anchors: np.ndarray, codebook_size: int, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """N x k: for each entity, the k parts other than its own that its edges reach most (ties
+    broken at random); -1 fills the places of an entity whose edges reach fewer than k.
+
+    Uniform draws pair each entity with a meta-embedding shared by entities it has nothing
+    in common with; this pairs a boundary entity with the community it borders, and the
+    entities of one part that border the same community with each other.
+    """
+    n = anchors.size
+    onehot = sp.csr_matrix((np.ones(n, dtype=np.float32), (np.arange(n), anchors)), shape=(n, codebook_size))
+    reach = (adjacency @ onehot).tocoo()  # reach[p, q]: edge weight from p into part q
+    outside = (reach.col != anchors[reach.row]) & (reach.data > 0)
+    rows, cols, edges = reach.row[outside], reach.col[outside], reach.data[outside]
+    order = np.lexsort((rng.random(rows.size), -edges, rows))  # by row, most edges first
+    rows, cols = rows[order].astype(np.int64), cols[order].astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))[:-1]])
+    rank = np.arange(rows.size) - starts[rows]
+    chosen = rank < k
+    out = np.full((n, k), -1, dtype=np.int64)
+    out[rows[chosen], rank[chosen]] = cols[chosen]
+    return out
+
+
+def _distinct_others(
+    anchors: np.ndarray, c: int, k: int, rng: np.random.Generator, given: np.ndarray | None = None
+) -> np.ndarray:
+    """k distinct meta-embeddings (columns of S) per row, none equal to the row's anchor:
+    ``given``'s where it has them (-1 marks a place to fill, only after the given ones in
+    a row), uniform draws elsewhere.
 
     Column by column, only the entries that repeat an earlier pick are
     redrawn, so even t close to c finishes quickly.
     """
     n = anchors.size
-    out = np.empty((n, k), dtype=np.int64)
+    out = np.full((n, k), -1, dtype=np.int64) if given is None else given.copy()
     for j in range(k):
-        column = rng.integers(0, c - 1, size=n)
+        todo = np.flatnonzero(out[:, j] < 0)
+        column = rng.integers(0, c - 1, size=todo.size)
         while True:
-            candidate = column + (column >= anchors)  # skip the anchor
-            clash = (out[:, :j] == candidate[:, None]).any(axis=1)
+            candidate = column + (column >= anchors[todo])  # skip the anchor
+            clash = (out[todo, :j] == candidate[:, None]).any(axis=1)
             if not clash.any():
                 break
             column[clash] = rng.integers(0, c - 1, size=int(clash.sum()))
-        out[:, j] = candidate
+        out[todo, j] = candidate
     return out
 
 

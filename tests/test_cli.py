@@ -177,8 +177,9 @@ def test_corrupt_manifest(partitioned_copy):
         (["-c", "0"], ["--codebook-size", "greater than or equal to 1"]),
         (["--anchor-weight", "0"], ["--anchor-weight", "w* must lie in"]),
         (["--init", "kmeans"], ["kmeans"]),
+        (["--others", "nearest"], ["--others", "nearest"]),
     ],
-    ids=["c>N", "t>c", "t<1", "c<1", "w*=0", "init"],
+    ids=["c>N", "t>c", "t<1", "c<1", "w*=0", "init", "others"],
 )
 def test_bad_partition_options(prepared_copy, options, needles):
     check_unchanged_after(prepared_copy, "partition", prepared_copy, *options, needles=needles)

@@ -99,7 +99,7 @@ def test_legcf_compact_rows_fit_h_full_with_t_meta_rows(trained_run, tmp_path):
         return float(((rows - h_full).norm(dim=1) / h_full.norm(dim=1)).mean())
 
     # t fitted codes explain H_full better than training's S (S0, or refine's pooled codes, up to 2t)
-    assert error(served) < 0.8 * error(training_s)
+    assert error(served) < 0.95 * error(training_s)
     tensors, _ = read_tensors(output, kind="compact")
     columns = read_uints(tensors, "columns", (data.n_entities, 2), upper=h_meta.shape[0] - 1)
     assert columns.shape == (data.n_entities, 2)

@@ -41,6 +41,7 @@ from legcf_core.errors import ConfigError
         (PartitionConfig(codebook_size=3, per_entity=4), "per_entity"),
         (PartitionConfig(anchor_weight=math.nan), "anchor_weight"),
         (PartitionConfig(anchor_weight=1.0, per_entity=2), "anchor_weight"),
+        (PartitionConfig(others="nearest"), "others"),
         (PretrainConfig(dim=0), "dim"),
         (PretrainConfig(dim=10**6), "dim"),
         (PretrainConfig(layers=-1), "layers"),

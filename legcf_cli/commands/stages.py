@@ -40,6 +40,8 @@ from legcf_cli.options import (
     LrScheduleOpt,
     MinRatingOpt,
     NegOpt,
+    Others,
+    OthersOpt,
     PatienceOpt,
     PerEntityOpt,
     PretrainEpochsOpt,
@@ -167,6 +169,7 @@ def partition(
     per_entity: PerEntityOpt = PARTITION.per_entity,
     anchor_weight: AnchorOpt = PARTITION.anchor_weight,
     init: InitOpt = PARTITION.init,
+    others: OthersOpt = PARTITION.others,
     seed: SeedOpt = PARTITION.seed,
     compression: CompressionOpt = None,
     budget: SizingBudgetOpt = None,
@@ -180,7 +183,7 @@ def partition(
     from a random partition or a teacher run's table. c is sized to the data unless -c is given.
     """
     config = partitioning(
-        codebook_size, per_entity, anchor_weight, init, teacher, seed, (compression, budget, dim)
+        codebook_size, per_entity, anchor_weight, init, teacher, seed, (compression, budget, dim), others
     )
     config.check()
     core = engine.stages()
@@ -197,11 +200,14 @@ def partitioning(
     teacher: Path | None,
     seed: int,
     sizing: tuple[float | None, int | None, int],
+    others: Others,
 ) -> PartitionConfig:
     """The partition config; --teacher implies --init teacher where --init was left at its default."""
     chosen = "teacher" if teacher is not None and init.value == PARTITION.init else init.value
     source = None if teacher is None else str(teacher)
-    return PartitionConfig(codebook_size, per_entity, anchor_weight, chosen, seed, *sizing, source)
+    return PartitionConfig(
+        codebook_size, per_entity, anchor_weight, chosen, seed, *sizing, source, others.value
+    )
 
 
 def pretrain(
@@ -282,6 +288,7 @@ def run(
     per_entity: PerEntityOpt = PARTITION.per_entity,
     anchor_weight: AnchorOpt = PARTITION.anchor_weight,
     init: InitOpt = PARTITION.init,
+    others: OthersOpt = PARTITION.others,
     teacher: TeacherOpt = None,
     compression: CompressionOpt = None,
     dim: DimOpt = PRETRAIN.dim,
@@ -320,17 +327,16 @@ def run(
     """All stages in order with one config; prints test metrics and model size; each layer runs its stages."""
     lr, batch_size = lr_and_batch(embedding.value, backbone.value, lr, batch_size, shard)
     shared, sizing = (batch_size, negatives, lr, l2, patience, eval_every), (compression, budget, dim)
-    partition_config = partitioning(codebook_size, per_entity, anchor_weight, init, teacher, seed, sizing)
+    part = partitioning(codebook_size, per_entity, anchor_weight, init, teacher, seed, sizing, others)
     pretrain_train = training(pretrain_epochs, *shared, lr_decay, seed, lr_schedule.value, eval_users)
     pretrain_config = PretrainConfig(dim, layers, pretrain_train, embedding.value, backbone.value, budget)
     refine_train = training(refine_epochs, *shared, refine_lr_decay, seed, lr_schedule.value, eval_users)
     refine_config = RefineConfig(update_every, refine_train, solver.value)
-    protocol = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
+    prep = PrepareConfig(seed, test_fraction, split.value, validation.value, valid_fraction)
     read = reading(user_col, item_col, rating_col, time_col, min_rating)
-    options = {"protocol": protocol, "read": read}  # run_all checks every config before writing
     with engine.training_device(device, shard) as chosen, open_reporter(ctx) as reporter:
-        run, stages = engine.run_dir(run_dir), (partition_config, pretrain_config, refine_config)
-        summary = engine.stages().run_all(
-            run, data or demo_dataset(), *stages, chosen, test_fraction, reporter, **options
+        run, stages = engine.run_dir(run_dir), (part, pretrain_config, refine_config)
+        summary = engine.stages().run_all(  # it checks every config before writing
+            run, data or demo_dataset(), *stages, chosen, test_fraction, reporter, protocol=prep, read=read
         )
     show("legcf run: test metrics of the kept model", summary, as_json)

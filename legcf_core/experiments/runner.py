@@ -26,6 +26,7 @@ from legcf_core.experiments.sets import (
     Experiment,
     Overrides,
     check_sets,
+    partition_config,
     resolve,
     run_name,
     training_configs,
@@ -73,9 +74,7 @@ def run_experiment(
     summary = stages.run_all(
         run,
         data_path,
-        stages.PartitionConfig(
-            experiment.codebook_size, experiment.per_entity, experiment.anchor_weight, experiment.init, seed
-        ),
+        partition_config(experiment, seed),
         stages.PretrainConfig(
             experiment.dim, experiment.layers, pretrain_train, experiment.embedding, experiment.backbone
         ),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from legcf_core.config import RefineConfig, TrainConfig
+from legcf_core.config import PartitionConfig, RefineConfig, TrainConfig
 from legcf_core.errors import ConfigError
 from legcf_core.registry import BACKBONES, LAYERS, MIXED_BACKBONE, layer_entry
 from legcf_core.tuning import tuned
@@ -147,6 +147,19 @@ def run_name(experiment: Experiment, seed: int, overrides: Overrides) -> str:
     name = f"{experiment.key()}-seed{seed}"
     changed = [f"{field}{value}" for field, value in asdict(overrides).items() if value is not None]
     return name if not changed else f"{name}-override-{'-'.join(changed)}"
+
+
+def partition_config(experiment: Experiment, seed: int) -> PartitionConfig:
+    """The row's c, t, w* and init, with the paper's uniform draw of the other t-1
+    meta-embeddings, so that the tables and ablations are the paper's."""
+    return PartitionConfig(
+        experiment.codebook_size,
+        experiment.per_entity,
+        experiment.anchor_weight,
+        experiment.init,
+        seed,
+        others="random",
+    )
 
 
 def training_configs(

@@ -93,17 +93,19 @@ def partition(run: art.RunDir, config: PartitionConfig, reporter: Reporter | Non
 def anchored_start(
     train: sp.csr_matrix, n_entities: int, config: PartitionConfig, probe: Probe | None = None
 ) -> tuple[dict, dict]:
-    """S0 from METIS (or random) anchors with w*, and the partition's quality; ``probe``'s METIS
-    partition is reused where it was made at this c."""
+    """S0 from METIS (or random) anchors with w* and the others ``config.others`` picks, and the
+    partition's quality; ``probe``'s METIS partition is reused where it was made at this c."""
     assert config.codebook_size is not None
+    adjacency = bipartite_adjacency(train)
     if probe is not None and probe.size == config.codebook_size and config.init == "metis":
         parts = probe.partition
     elif config.init == "metis":
-        parts = metis_partition(bipartite_adjacency(train), config.codebook_size, config.seed)
+        parts = metis_partition(adjacency, config.codebook_size, config.seed)
     else:
         parts = random_partition(n_entities, config.codebook_size, config.seed)
+    neighbors = adjacency if config.others == "neighbor" else None
     assignment = initial_assignment(
-        parts.parts, config.codebook_size, config.per_entity, config.anchor_weight, config.seed
+        parts.parts, config.codebook_size, config.per_entity, config.anchor_weight, config.seed, neighbors
     )
     sizes = np.bincount(parts.parts, minlength=config.codebook_size)
     metrics = {
