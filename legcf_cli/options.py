@@ -266,9 +266,9 @@ OthersOpt = Annotated[
     Others,
     typer.Option(
         "--others",
-        help="How S0 picks each entity's t-1 meta-embeddings beside its anchor: from the parts its "
-        "edges reach, in proportion to those edges (neighbor), or uniformly at random (random, the "
-        "paper). Anchored inits only.",
+        help="How S0 picks each entity's t-1 meta-embeddings beside its anchor: the other parts its "
+        "edges reach most (neighbor), or uniformly at random (random, the paper). METIS and random "
+        "anchors only; a spectral or teacher start codes S0 itself.",
     ),
 ]
 TeacherOpt = Annotated[

@@ -180,7 +180,9 @@ def partition(
 
     --init auto (the default) takes METIS anchors on a graph of communities and otherwise S and
     a starting codebook coded from the spectral rows; --init random and --init teacher start
-    from a random partition or a teacher run's table. c is sized to the data unless -c is given.
+    from a random partition or a teacher run's table. Beside each anchor, S0 takes the other
+    parts the entity's edges reach most (--others random: uniform draws, the paper's). c is
+    sized to the data unless -c is given.
     """
     config = partitioning(
         codebook_size, per_entity, anchor_weight, init, teacher, seed, (compression, budget, dim), others
