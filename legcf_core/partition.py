@@ -96,20 +96,28 @@ def neighbor_others(
 
     Uniform draws pair each entity with a meta-embedding shared by entities it has nothing
     in common with; this pairs a boundary entity with the community it borders, and the
-    entities of one part that border the same community with each other.
+    entities of one part that border the same community with each other. ``adjacency`` is
+    0/1, so a row of A @ onehot(parts) counts edges, and a draw in (0, 1] added to each
+    count breaks ties without reordering counts. k rounds of a per-row maximum: linear in
+    the nonzeros, where sorting them would take 16 s on a 16M-edge graph.
     """
     n = anchors.size
     onehot = sp.csr_matrix((np.ones(n, dtype=np.float32), (np.arange(n), anchors)), shape=(n, codebook_size))
-    reach = (adjacency @ onehot).tocoo()  # reach[p, q]: edge weight from p into part q
-    outside = (reach.col != anchors[reach.row]) & (reach.data > 0)
-    rows, cols, edges = reach.row[outside], reach.col[outside], reach.data[outside]
-    order = np.lexsort((rng.random(rows.size), -edges, rows))  # by row, most edges first
-    rows, cols = rows[order].astype(np.int64), cols[order].astype(np.int64)
-    starts = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))[:-1]])
-    rank = np.arange(rows.size) - starts[rows]
-    chosen = rank < k
+    reach = (adjacency @ onehot).tocsr()  # reach[p, q]: edges from p into part q
+    lengths = np.diff(reach.indptr)
+    rows = np.repeat(np.arange(n), lengths)
+    outside = (reach.indices != anchors[rows]) & (reach.data > 0)
+    keys = np.full(reach.nnz, -np.inf)
+    keys[outside] = reach.data[outside] + (1.0 - rng.random(int(outside.sum())))  # in (0, 1]
     out = np.full((n, k), -1, dtype=np.int64)
-    out[rows[chosen], rank[chosen]] = cols[chosen]
+    filled = np.flatnonzero(lengths)
+    for j in range(k if filled.size else 0):
+        best = np.full(n, -np.inf)
+        best[filled] = np.maximum.reduceat(keys, reach.indptr[filled])
+        at = np.flatnonzero((keys == best[rows]) & np.isfinite(keys))
+        owners, first = np.unique(rows[at], return_index=True)  # one per row, were keys ever equal
+        out[owners, j] = reach.indices[at[first]]
+        keys[at[first]] = -np.inf
     return out
 
 
