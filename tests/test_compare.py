@@ -79,6 +79,13 @@ def test_no_update_rows_score_the_pretrained_model(compared):
     assert rows["METIS, no update"]["ndcg@20"] == pytest.approx(results["pretrain/test"]["ndcg@20"], abs=1e-6)
 
 
+def test_the_paper_rows_start_from_the_papers_s0(compared):
+    """The tables and ablations keep the paper's uniform draw of S0's others, not legcf's default."""
+    for row in rows_of(compared, "table3"):
+        manifest = json.loads((compared / row["run_dirs"][0] / "manifest.json").read_text())
+        assert manifest["stages"]["partition"]["config"]["others"] == "random"
+
+
 def test_a_second_run_resumes_and_reruns_only_what_is_missing(tmp_path, demo_path):
     out = tmp_path / "out"
     one_epoch = [*SMALL[:-2], "--epochs", "1", "--device", "cpu"]
